@@ -1,0 +1,1 @@
+"""The pure core of `durable`: history, commands, tasks, the context and the replay engine."""

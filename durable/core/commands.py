@@ -1,0 +1,116 @@
+"""Commands: the work an orchestrator's decision asks the runtime to start."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import assert_never
+
+import msgspec
+
+from durable.core.events import (
+    ChildOrchestrationCreated,
+    EventRaised,
+    EventSent,
+    FailureDetails,
+    TaskScheduled,
+    TerminalStatus,
+    TimerCreated,
+)
+
+
+class _Command(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind"):
+    pass
+
+
+class ScheduleActivity(_Command, tag=True):
+    task_id: int
+    name: str
+    input: str | None = None
+    attempt: int = 1
+
+
+class CreateTimer(_Command, tag=True):
+    task_id: int
+    fire_at: datetime
+
+
+class StartChildOrchestration(_Command, tag=True):
+    task_id: int
+    name: str
+    instance_id: str
+    input: str | None = None
+
+
+class SendEvent(_Command, tag=True):
+    task_id: int
+    instance_id: str
+    name: str
+    input: str | None = None
+
+
+class CompleteOrchestration(_Command, tag=True):
+    status: TerminalStatus
+    result: str | None = None
+    failure: FailureDetails | None = None
+
+
+class ContinueAsNew(_Command, tag=True):
+    input: str | None = None
+    carried_events: tuple[EventRaised, ...] = ()
+
+
+TaskCommand = ScheduleActivity | CreateTimer | StartChildOrchestration | SendEvent
+"""Commands that carry a sequence number and are recorded by one history event each."""
+
+Command = TaskCommand | CompleteOrchestration | ContinueAsNew
+"""Every kind of command, as one tagged union."""
+
+TaskCommandEvent = TaskScheduled | TimerCreated | ChildOrchestrationCreated | EventSent
+"""The history events that record task commands."""
+
+
+def command_event(command: TaskCommand, timestamp: datetime) -> TaskCommandEvent:
+    """The history event that records `command`."""
+    match command:
+        case ScheduleActivity(task_id=i, name=n, input=x, attempt=a):
+            return TaskScheduled(timestamp=timestamp, task_id=i, name=n, input=x, attempt=a)
+        case CreateTimer(task_id=i, fire_at=f):
+            return TimerCreated(timestamp=timestamp, task_id=i, fire_at=f)
+        case StartChildOrchestration(task_id=i, name=n, instance_id=c, input=x):
+            return ChildOrchestrationCreated(
+                timestamp=timestamp, task_id=i, name=n, instance_id=c, input=x
+            )
+        case SendEvent(task_id=i, instance_id=t, name=n, input=x):
+            return EventSent(timestamp=timestamp, task_id=i, instance_id=t, name=n, input=x)
+        case _:
+            assert_never(command)
+
+
+def describe_command(command: TaskCommand) -> str:
+    """A short human description used in non-determinism messages."""
+    match command:
+        case ScheduleActivity(name=n):
+            return f"call_activity({n!r})"
+        case CreateTimer(fire_at=f):
+            return f"create_timer({f.isoformat()})"
+        case StartChildOrchestration(name=n, instance_id=c):
+            return f"call_sub_orchestrator({n!r}, instance_id={c!r})"
+        case SendEvent(instance_id=t, name=n):
+            return f"send_event({t!r}, {n!r})"
+        case _:
+            assert_never(command)
+
+
+def describe_event(event: TaskCommandEvent) -> str:
+    """A short human description of a recorded command, matching `describe_command`."""
+    match event:
+        case TaskScheduled(name=n):
+            return f"call_activity({n!r})"
+        case TimerCreated(fire_at=f):
+            return f"create_timer({f.isoformat()})"
+        case ChildOrchestrationCreated(name=n, instance_id=c):
+            return f"call_sub_orchestrator({n!r}, instance_id={c!r})"
+        case EventSent(instance_id=t, name=n):
+            return f"send_event({t!r}, {n!r})"
+        case _:
+            assert_never(event)

@@ -1,0 +1,263 @@
+"""The orchestration context: what an orchestrator can do, all of it replay-safe."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random as _random
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from durable.core.commands import (
+    CreateTimer,
+    ScheduleActivity,
+    SendEvent,
+    StartChildOrchestration,
+)
+from durable.core.functions import declared_output_type, get_name
+from durable.core.tasks import CancellableTask, CompletableTask, RetryableTask, RetryPolicy, TimerTask
+
+if TYPE_CHECKING:
+    from durable.core.engine import Execution
+
+T = TypeVar("T")
+
+_UUID_NAMESPACE = uuid.UUID("6b0f7c44-53c5-4f7e-9d0a-3c0c1d6e2a51")
+
+
+class ReplaySafeLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger that stays silent while the orchestrator replays recorded steps."""
+
+    def __init__(self, logger: logging.Logger, is_replaying: Callable[[], bool]) -> None:
+        super().__init__(logger, {})
+        self._is_replaying = is_replaying
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's own name
+        return not self._is_replaying() and self.logger.isEnabledFor(level)
+
+
+class ActivityContext:
+    """What an activity knows of its invocation.
+
+    Attributes:
+        orchestration_id: the instance that scheduled it (with `task_id`, an idempotency key).
+        task_id: the call's sequence number in that instance.
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        name: the activity's registered name.
+    """
+
+    def __init__(self, orchestration_id: str, task_id: int, attempt: int = 1, name: str = "") -> None:
+        self.orchestration_id = orchestration_id
+        self.task_id = task_id
+        self.attempt = attempt
+        self.name = name
+
+    def __repr__(self) -> str:
+        return (
+            f"ActivityContext(orchestration_id={self.orchestration_id!r}, "
+            f"task_id={self.task_id}, attempt={self.attempt}, name={self.name!r})"
+        )
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _name_of(target: Callable[..., Any] | str) -> str:
+    return target if isinstance(target, str) else get_name(target)
+
+
+class OrchestrationContext:
+    """The orchestrator's handle on the runtime, passed as its first argument.
+
+    Everything here is deterministic: on replay it returns what it returned the first time.
+    """
+
+    def __init__(self, execution: Execution) -> None:
+        self._x = execution
+        self._uuid_counter = 0
+        self._random: _random.Random | None = None
+
+    @property
+    def instance_id(self) -> str:
+        """This instance's id."""
+        return self._x.instance_id
+
+    @property
+    def parent_instance_id(self) -> str | None:
+        """The parent's id for a child orchestration, else None."""
+        return self._x.parent_instance_id
+
+    @property
+    def current_utc_datetime(self) -> datetime:
+        """History time: when the current step was first decided (tz-aware UTC)."""
+        return self._x.now
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while re-running steps that are already recorded."""
+        return self._x.replaying
+
+    @property
+    def history_length(self) -> int:
+        """The number of history events of this execution so far."""
+        return self._x.history_length
+
+    @property
+    def is_continue_as_new_suggested(self) -> bool:
+        """True once the history is long or large enough that `continue_as_new` is wise."""
+        return self._x.continue_as_new_suggested
+
+    def call_activity(
+        self,
+        activity: Callable[..., Any] | str,
+        *,
+        input: Any = None,  # noqa: A002 - durabletask's parameter name
+        retry_policy: RetryPolicy | None = None,
+        return_type: Any = None,
+    ) -> CompletableTask[Any]:
+        """Schedule an activity.
+
+        Args:
+            activity: the activity function or its registered name.
+            input: its input, encoded as JSON.
+            retry_policy: how to retry it when it fails.
+            return_type: decode the result into this type (default: the function's
+                return annotation, else plain JSON).
+
+        Returns:
+            A task completed with the activity's result, or failed with `TaskFailedError`.
+
+        Raises:
+            PayloadEncodeError, PayloadTooLargeError: the input cannot be sent.
+        """
+        name = _name_of(activity)
+        encoded = self._x.codec.encode(input, f"input of activity {name!r}")
+        result_type = _result_type(activity, return_type)
+
+        def command(task_id: int, attempt: int) -> ScheduleActivity:
+            return ScheduleActivity(task_id=task_id, name=name, input=encoded, attempt=attempt)
+
+        return self._x.schedule(command, result_type, f"activity {name!r}", retry_policy)
+
+    def call_sub_orchestrator(
+        self,
+        orchestrator: Callable[..., Any] | str,
+        *,
+        input: Any = None,  # noqa: A002
+        instance_id: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        return_type: Any = None,
+    ) -> CompletableTask[Any]:
+        """Start a child orchestration and wait for its result.
+
+        Args:
+            orchestrator: the orchestrator function or its registered name.
+            input: its input.
+            instance_id: the child's id; by default `<parent id>:<sequence number, hex>`.
+            retry_policy: how to retry it when it fails.
+            return_type: decode the result into this type.
+        """
+        name = _name_of(orchestrator)
+        encoded = self._x.codec.encode(input, f"input of orchestrator {name!r}")
+        result_type = _result_type(orchestrator, return_type)
+        parent = self.instance_id
+
+        def command(task_id: int, attempt: int) -> StartChildOrchestration:
+            child = instance_id if instance_id is not None else f"{parent}:{task_id:04x}"
+            return StartChildOrchestration(
+                task_id=task_id, name=name, instance_id=child, input=encoded
+            )
+
+        return self._x.schedule(command, result_type, f"orchestrator {name!r}", retry_policy)
+
+    def create_timer(self, fire_at: datetime | timedelta) -> TimerTask:
+        """A durable timer firing at `fire_at` (or after the delay, from history time).
+
+        Naive datetimes are taken as UTC.
+        """
+        if isinstance(fire_at, timedelta):
+            when = self.current_utc_datetime + fire_at
+        elif isinstance(fire_at, datetime):
+            when = _utc(fire_at)
+        else:
+            raise TypeError(f"create_timer() takes a datetime or a timedelta, got {fire_at!r}")
+        return self._x.start_timer(when)
+
+    @overload
+    def wait_for_external_event(self, name: str) -> CancellableTask[Any]: ...
+    @overload
+    def wait_for_external_event(self, name: str, *, data_type: type[T]) -> CancellableTask[T]: ...
+    def wait_for_external_event(self, name: str, *, data_type: Any = None) -> CancellableTask[Any]:
+        """Wait for the next event named `name` (case-insensitive).
+
+        Events raised before the wait are buffered and delivered first in, first out.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError("the event name must be a non-empty string")
+        return self._x.wait_for_event(name, Any if data_type is None else data_type)
+
+    def send_event(self, instance_id: str, event_name: str, *, data: Any = None) -> None:
+        """Raise event `event_name` on another instance (one way; unknown targets drop it)."""
+        encoded = self._x.codec.encode(data, f"data of event {event_name!r}")
+        self._x.add_command(
+            lambda task_id: SendEvent(
+                task_id=task_id, instance_id=instance_id, name=event_name, input=encoded
+            )
+        )
+
+    def continue_as_new(self, new_input: Any, *, save_events: bool = False) -> None:
+        """Restart this instance with `new_input` and an empty history.
+
+        It takes effect when the orchestrator next yields or returns.
+
+        Args:
+            new_input: the next execution's input.
+            save_events: carry events not yet consumed over to the next execution.
+        """
+        encoded = self._x.codec.encode(new_input, "input of continue_as_new")
+        self._x.request_continue_as_new(encoded, save_events)
+
+    def set_custom_status(self, custom_status: Any) -> None:
+        """Publish a JSON value for clients to read (None clears it)."""
+        self._x.custom_status = self._x.codec.encode(custom_status, "custom status")
+
+    def new_uuid(self) -> str:
+        """A UUID that is the same on every replay."""
+        name = f"{self.instance_id}_{self.current_utc_datetime.isoformat()}_{self._uuid_counter}"
+        self._uuid_counter += 1
+        return str(uuid.uuid5(_UUID_NAMESPACE, name))
+
+    def random(self) -> _random.Random:
+        """A random generator seeded by the instance, so that replays draw the same values."""
+        if self._random is None:
+            seed = f"{self.instance_id}/{self._x.execution_id}".encode()
+            self._random = _random.Random(int.from_bytes(hashlib.sha256(seed).digest()[:8]))
+        return self._random
+
+    def is_patched(self, patch_id: str) -> bool:
+        """Whether to take the new branch of a code change named `patch_id`.
+
+        True in executions that reach this call for the first time with this code (and
+        recorded so later replays agree); False while replaying a history recorded before
+        the patch existed. The answer never changes within an execution.
+        """
+        return self._x.is_patched(patch_id)
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Mark `patch_id` as always applied; histories that recorded it still replay."""
+        del patch_id  # markers never take part in the command matching
+
+    def create_replay_safe_logger(self, logger: logging.Logger) -> ReplaySafeLogger:
+        """A logger adapter that logs only when not replaying."""
+        return ReplaySafeLogger(logger, lambda: self._x.replaying)
+
+
+def _result_type(target: Callable[..., Any] | str, return_type: Any) -> object:
+    if return_type is not None:
+        return return_type
+    if isinstance(target, str):
+        return Any
+    return declared_output_type(target)

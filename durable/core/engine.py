@@ -1,0 +1,646 @@
+"""The replay engine: history + new events + orchestrator -> decision. Pure and deterministic."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, assert_never
+
+import msgspec
+
+from durable.core.commands import (
+    Command,
+    CompleteOrchestration,
+    ContinueAsNew,
+    CreateTimer,
+    ScheduleActivity,
+    SendEvent,
+    StartChildOrchestration,
+    TaskCommand,
+    TaskCommandEvent,
+    command_event,
+    describe_command,
+    describe_event,
+)
+from durable.core.context import OrchestrationContext
+from durable.core.errors import (
+    HistoryTooLargeError,
+    InvalidTaskError,
+    NonDeterminismError,
+    PayloadError,
+    TaskCancelledError,
+    TaskFailedError,
+)
+from durable.core.events import (
+    ChildOrchestrationCompleted,
+    ChildOrchestrationCreated,
+    ChildOrchestrationFailed,
+    ContinuedAsNew,
+    EventRaised,
+    EventSent,
+    ExecutionCompleted,
+    ExecutionResumed,
+    ExecutionStarted,
+    ExecutionSuspended,
+    ExecutionTerminated,
+    FailureDetails,
+    HistoryEvent,
+    OrchestratorStarted,
+    PatchApplied,
+    TaskCompleted,
+    TaskFailed,
+    TaskScheduled,
+    TerminalStatus,
+    TimerCreated,
+    TimerFired,
+)
+from durable.core.functions import FunctionSpec
+from durable.core.payload import PayloadCodec
+from durable.core.state import OrchestrationStatus
+from durable.core.tasks import CancellableTask, CompletableTask, RetryableTask, RetryPolicy, Task, TimerTask
+
+_EVENT_OVERHEAD = 64  # rough bytes per event beyond its payloads, for the size estimate
+
+
+class EngineOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Limits the engine enforces.
+
+    Attributes:
+        max_history_events: a decision that would grow the history past this fails the
+            orchestration with `HistoryTooLargeError`.
+        suggest_continue_as_new_events: `is_continue_as_new_suggested` turns true here...
+        suggest_continue_as_new_bytes: ...or once the payloads in history reach this size.
+    """
+
+    max_history_events: int = 200_000
+    suggest_continue_as_new_events: int = 10_000
+    suggest_continue_as_new_bytes: int = 10 * 1024 * 1024
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True):
+    """What one step of an orchestration decided.
+
+    Attributes:
+        events: the history events to append, in order: the new events applied, the
+            patch markers and commands recorded, and the final event if it finished.
+        commands: the new commands, in sequence order, then the completion if any.
+        status: RUNNING, SUSPENDED, or the terminal status.
+        custom_status: the custom status after this step.
+        output: the encoded output, when it completed or was terminated with one.
+        failure: why it failed, when it failed.
+    """
+
+    events: tuple[HistoryEvent, ...]
+    commands: tuple[Command, ...]
+    status: OrchestrationStatus
+    custom_status: str | None = None
+    output: str | None = None
+    failure: FailureDetails | None = None
+
+
+@dataclass(slots=True)
+class _Retry:
+    policy: RetryPolicy
+    started_at: datetime
+    make: Callable[[int, int], TaskCommand]
+    attempt: int = 1
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A task waiting for the event that completes its sequence number."""
+
+    task: CompletableTask[Any]
+    result_type: object = Any
+    what: str = ""
+    retry: _Retry | None = None
+    retry_of: _Waiting | None = None  # set on the timer that delays a retry
+
+
+@dataclass(slots=True)
+class _Finish:
+    status: TerminalStatus | None  # None: continued as new
+    output: str | None = None
+    failure: FailureDetails | None = None
+    new_input: str | None = None
+    save_events: bool = False
+    carried: list[EventRaised] = field(default_factory=list)
+
+
+class Execution:
+    """One execution of one orchestration, kept alive between decisions.
+
+    Feed it the recorded history once with `replay()`, then each batch of new events
+    with `step()`; a fresh `Execution` given the same events decides the same.
+
+    Args:
+        orchestrators: the registered orchestrators by name.
+        codec: encodes and decodes payloads.
+        options: limits.
+    """
+
+    def __init__(
+        self,
+        orchestrators: Mapping[str, FunctionSpec] | Callable[[str], FunctionSpec],
+        codec: PayloadCodec | None = None,
+        options: EngineOptions | None = None,
+    ) -> None:
+        self._lookup = orchestrators if callable(orchestrators) else orchestrators.__getitem__
+        self.codec = codec or PayloadCodec()
+        self.options = options or EngineOptions()
+        self.instance_id = ""
+        self.execution_id = ""
+        self.name = ""
+        self.parent_instance_id: str | None = None
+        self.now = datetime.min
+        self.replaying = False
+        self.history_length = 0
+        self.history_bytes = 0
+        self.custom_status: str | None = None
+        self.ctx = OrchestrationContext(self)
+        self._started = False
+        self._gen: Generator[Any, Any, Any] | None = None
+        self._awaiting: Task[Any] | None = None
+        self._next_id = 0
+        self._pending: dict[int, TaskCommand] = {}
+        self._open: dict[int, _Waiting] = {}
+        self._waiters: dict[str, deque[tuple[CancellableTask[Any], object]]] = {}
+        self._buffered: dict[str, deque[tuple[int, EventRaised]]] = {}
+        self._arrivals = 0
+        self._suspended = False
+        self._held: list[HistoryEvent] = []
+        self._patches_recorded: set[str] = set()
+        self._patches: dict[str, bool] = {}
+        self._new_patches: list[str] = []
+        self._continue_as_new: tuple[str | None, bool] | None = None
+        self._finish: _Finish | None = None
+
+    @property
+    def is_finished(self) -> bool:
+        """True once the execution completed, failed, was terminated or continued as new."""
+        return self._finish is not None
+
+    @property
+    def continue_as_new_suggested(self) -> bool:
+        o = self.options
+        return (
+            self.history_length >= o.suggest_continue_as_new_events
+            or self.history_bytes >= o.suggest_continue_as_new_bytes
+        )
+
+    # -- driving -------------------------------------------------------------------------
+
+    def replay(self, history: Sequence[HistoryEvent]) -> None:
+        """Re-run the orchestrator against events already recorded.
+
+        Raises:
+            NonDeterminismError: the code no longer does what the history records.
+        """
+        self._patches_recorded.update(e.patch_id for e in history if isinstance(e, PatchApplied))
+        self.replaying = True
+        try:
+            for event in history:
+                self._count(event)
+                self._apply(event)
+        finally:
+            self.replaying = False
+
+    def step(self, new_events: Sequence[HistoryEvent]) -> Decision:
+        """Apply events not yet recorded and decide what to do next.
+
+        After this returns, the decision's events count as recorded: the caller must
+        commit them, or drop this `Execution` and replay from the store.
+
+        Raises:
+            NonDeterminismError: the code no longer does what the history records.
+        """
+        applied: list[HistoryEvent] = []
+        for event in new_events:
+            if self._finish is not None:
+                if self._finish.save_events and isinstance(event, EventRaised):
+                    self._finish.carried.append(event)
+                continue
+            applied.append(event)
+            self._count(event)
+            self._apply(event)
+        return self._decide(applied)
+
+    def _decide(self, applied: list[HistoryEvent]) -> Decision:
+        commands: list[Command] = []
+        events = applied + [
+            PatchApplied(timestamp=self.now, patch_id=p) for p in self._new_patches
+        ]
+        if self._finish is None and (
+            self.history_length + len(events) - len(applied) + len(self._pending) + 1
+            > self.options.max_history_events
+        ):
+            self._pending.clear()
+            self._fail(
+                HistoryTooLargeError(
+                    f"the history would exceed {self.options.max_history_events:,} events; "
+                    "call ctx.continue_as_new(...) when ctx.is_continue_as_new_suggested"
+                )
+            )
+        finish = self._finish
+        if not (finish is not None and finish.status == "TERMINATED"):
+            commands.extend(self._pending.values())
+            events.extend(command_event(c, self.now) for c in self._pending.values())
+        self._pending.clear()
+        self._new_patches.clear()
+        status = OrchestrationStatus.SUSPENDED if self._suspended else OrchestrationStatus.RUNNING
+        output = failure = None
+        if finish is not None:
+            if finish.status is None:
+                carried = tuple(finish.carried)
+                commands.append(ContinueAsNew(input=finish.new_input, carried_events=carried))
+                events.append(
+                    ContinuedAsNew(timestamp=self.now, input=finish.new_input, carried_events=carried)
+                )
+                status = OrchestrationStatus.CONTINUED_AS_NEW
+            else:
+                output, failure = finish.output, finish.failure
+                commands.append(CompleteOrchestration(status=finish.status, result=output, failure=failure))
+                events.append(
+                    ExecutionCompleted(
+                        timestamp=self.now, status=finish.status, result=output, failure=failure
+                    )
+                )
+                status = OrchestrationStatus(finish.status)
+        for event in events[len(applied) :]:
+            self._count(event)
+        return Decision(
+            events=tuple(events),
+            commands=tuple(commands),
+            status=status,
+            custom_status=self.custom_status,
+            output=output,
+            failure=failure,
+        )
+
+    def _count(self, event: HistoryEvent) -> None:
+        self.history_length += 1
+        size = _EVENT_OVERHEAD
+        for attr in ("input", "result"):
+            value = getattr(event, attr, None)
+            if isinstance(value, str):
+                size += len(value)
+        self.history_bytes += size
+
+    # -- applying events -----------------------------------------------------------------
+
+    def _apply(self, event: HistoryEvent) -> None:
+        if self._finish is not None:
+            if isinstance(event, TaskScheduled | TimerCreated | ChildOrchestrationCreated | EventSent):
+                self._match_recorded(event)  # fire-and-forget work started just before the end
+            else:
+                self._check_recorded_finish(event)
+            return
+        if self._suspended and not isinstance(
+            event,
+            ExecutionResumed
+            | ExecutionTerminated
+            | ExecutionSuspended
+            | OrchestratorStarted
+            | PatchApplied
+            | TaskScheduled
+            | TimerCreated
+            | ChildOrchestrationCreated
+            | EventSent,
+        ):
+            self._held.append(event)
+            return
+        match event:
+            case ExecutionStarted():
+                self._start(event)
+            case OrchestratorStarted(timestamp=t):
+                self.now = t
+            case TaskScheduled() | TimerCreated() | ChildOrchestrationCreated() | EventSent():
+                self._match_recorded(event)
+            case TaskCompleted(task_id=i, result=r) | ChildOrchestrationCompleted(task_id=i, result=r):
+                self._complete(i, r)
+            case TaskFailed(task_id=i, failure=f) | ChildOrchestrationFailed(task_id=i, failure=f):
+                self._failed(i, f)
+            case TimerFired(task_id=i):
+                self._timer_fired(i)
+            case EventRaised():
+                self._deliver(event)
+            case ExecutionSuspended():
+                self._suspended = True
+            case ExecutionResumed():
+                self._suspended = False
+                held, self._held = self._held, []
+                for e in held:
+                    self._apply(e)
+            case ExecutionTerminated(output=o):
+                self._finish = _Finish("TERMINATED", output=o)
+                self._close()
+            case PatchApplied():
+                pass  # collected before replay started
+            case ContinuedAsNew() | ExecutionCompleted():
+                self._check_recorded_finish(event)
+            case _:
+                assert_never(event)
+        self._resume()
+
+    def _start(self, event: ExecutionStarted) -> None:
+        if self._started:
+            raise NonDeterminismError("the history holds a second ExecutionStarted event")
+        self._started = True
+        self.instance_id = event.instance_id
+        self.execution_id = event.execution_id
+        self.name = event.name
+        self.parent_instance_id = event.parent.instance_id if event.parent else None
+        if self.now == datetime.min:
+            self.now = event.timestamp
+        try:
+            spec = self._lookup(event.name)
+            value = self.codec.decode(event.input, spec.input_type, f"input of orchestrator {spec.name!r}")
+            result = spec.fn(self.ctx, value) if spec.takes_input else spec.fn(self.ctx)
+        except Exception as e:  # the orchestrator's own error, or an unknown name
+            self._fail(e)
+            return
+        if isinstance(result, Generator):
+            self._gen = result
+            self._advance(lambda: next(result))
+        else:
+            self._return(result)
+
+    def _match_recorded(self, event: TaskCommandEvent) -> None:
+        command = self._pending.pop(event.task_id, None)
+        recorded = describe_event(event)
+        if command is None:
+            raise NonDeterminismError(
+                f"a previous execution called {recorded} with sequence number {event.task_id}, "
+                "but the current execution does not make that call at this point; the code "
+                "changed in a way that breaks instances already running: guard the change "
+                "with ctx.is_patched(...)"
+            )
+        if not _same_call(command, event):
+            raise NonDeterminismError(
+                f"a previous execution called {recorded} with sequence number {event.task_id}, "
+                f"but the current execution called {describe_command(command)} instead; guard "
+                "the change with ctx.is_patched(...)"
+            )
+
+    def _check_recorded_finish(self, event: HistoryEvent) -> None:
+        if isinstance(event, OrchestratorStarted | EventRaised | PatchApplied):
+            return
+        finish = self._finish
+        expected = "CONTINUED_AS_NEW" if finish is not None and finish.status is None else (
+            finish.status if finish is not None else "RUNNING"
+        )
+        match event:
+            case ContinuedAsNew():
+                recorded = "CONTINUED_AS_NEW"
+            case ExecutionCompleted(status=s):
+                recorded = s
+            case _:
+                return
+        if recorded != expected:
+            raise NonDeterminismError(
+                f"the history records that the orchestration ended as {recorded}, but the "
+                f"current execution is {expected} at that point"
+            )
+
+    def _complete(self, task_id: int, result: str | None) -> None:
+        waiting = self._open.pop(task_id, None)
+        if waiting is None:
+            return  # a late or duplicate message for a task no longer awaited
+        try:
+            value = self.codec.decode(result, waiting.result_type, f"result of {waiting.what}")
+        except PayloadError as e:
+            waiting.task.fail(f"{waiting.what} returned an unusable result: {e}", FailureDetails.from_exception(e))
+            return
+        waiting.task.complete(value)
+
+    def _failed(self, task_id: int, failure: FailureDetails) -> None:
+        waiting = self._open.pop(task_id, None)
+        if waiting is None:
+            return
+        retry = waiting.retry
+        if retry is not None:
+            delay = retry.policy.next_delay(retry.attempt, failure, retry.started_at, self.now)
+            if delay is not None:
+                timer_id = self._add(lambda i: CreateTimer(task_id=i, fire_at=self.now + delay))
+                self._open[timer_id] = _Waiting(TimerTask(self.now + delay), retry_of=waiting)
+                return
+        waiting.task.fail(f"{waiting.what} failed: {failure.error_type}: {failure.message}", failure)
+
+    def _timer_fired(self, task_id: int) -> None:
+        waiting = self._open.pop(task_id, None)
+        if waiting is None:
+            return
+        again = waiting.retry_of
+        if again is not None and again.retry is not None:
+            again.retry.attempt += 1
+            attempt = again.retry.attempt
+            make = again.retry.make
+            self._open[self._add(lambda i: make(i, attempt))] = again
+        else:
+            waiting.task.complete(None)
+
+    def _deliver(self, event: EventRaised) -> None:
+        key = event.name.lower()
+        waiters = self._waiters.get(key)
+        if waiters:
+            task, data_type = waiters.popleft()
+            self._settle_event(task, data_type, event)
+        else:
+            self._arrivals += 1
+            self._buffered.setdefault(key, deque()).append((self._arrivals, event))
+
+    def _settle_event(self, task: CancellableTask[Any], data_type: object, event: EventRaised) -> None:
+        try:
+            task.complete(self.codec.decode(event.input, data_type, f"data of event {event.name!r}"))
+        except PayloadError as e:
+            task.fail(f"event {event.name!r} carried unusable data: {e}", FailureDetails.from_exception(e))
+
+    # -- the generator -------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        while (task := self._awaiting) is not None and task.is_complete and self._finish is None:
+            self._awaiting = None
+            gen = self._gen
+            assert gen is not None
+            error = task._exception
+            if error is None:
+                value = task._result
+                self._advance(lambda: gen.send(value))
+            else:
+                self._advance(_thrower(gen, _fresh(error)))
+
+    def _advance(self, resume: Callable[[], Any]) -> None:
+        gen = self._gen
+        assert gen is not None
+        while True:
+            try:
+                yielded = resume()
+            except StopIteration as stop:
+                self._return(stop.value)
+                return
+            except Exception as e:
+                self._fail(e)
+                return
+            if self._continue_as_new is not None:
+                self._return(None)
+                return
+            if isinstance(yielded, Task):
+                self._awaiting = yielded
+                return
+            resume = _thrower(gen, _not_a_task(self.name, yielded))
+
+    def _return(self, value: Any) -> None:
+        if self._continue_as_new is not None:
+            new_input, save = self._continue_as_new
+            carried: list[EventRaised] = []
+            if save:
+                arrived = [a for queue in self._buffered.values() for a in queue]
+                carried = [e for _, e in sorted(arrived, key=lambda a: a[0])]
+            self._finish = _Finish(None, new_input=new_input, save_events=save, carried=carried)
+        else:
+            try:
+                output = self.codec.encode(value, f"output of orchestrator {self.name!r}")
+            except PayloadError as e:
+                self._fail(e)
+                return
+            self._finish = _Finish("COMPLETED", output=output)
+        self._close()
+
+    def _fail(self, error: BaseException) -> None:
+        self._finish = _Finish("FAILED", failure=FailureDetails.from_exception(error))
+        self._close()
+
+    def _close(self) -> None:
+        gen, self._gen = self._gen, None
+        self._awaiting = None
+        if gen is not None:
+            try:
+                gen.close()
+            except Exception:  # noqa: S110 - a finally block that raises cannot change the outcome
+                pass
+
+    # -- called by the context -----------------------------------------------------------
+
+    def _add(self, make: Callable[[int], TaskCommand]) -> int:
+        task_id = self._next_id
+        self._next_id += 1
+        self._pending[task_id] = make(task_id)
+        return task_id
+
+    def add_command(self, make: Callable[[int], TaskCommand]) -> None:
+        """Add a command that no task waits on (send_event)."""
+        if self._finish is None:
+            self._add(make)
+
+    def schedule(
+        self,
+        make: Callable[[int, int], TaskCommand],
+        result_type: object,
+        what: str,
+        retry_policy: RetryPolicy | None,
+    ) -> CompletableTask[Any]:
+        """Add an activity or child orchestration command and return its task."""
+        if retry_policy is None:
+            task: CompletableTask[Any] = CompletableTask()
+            retry = None
+        else:
+            task = RetryableTask(retry_policy, self.now)
+            retry = _Retry(retry_policy, self.now, make)
+        if self._finish is None:
+            task_id = self._add(lambda i: make(i, 1))
+            self._open[task_id] = _Waiting(task, result_type, what, retry)
+        return task
+
+    def start_timer(self, fire_at: datetime) -> TimerTask:
+        """Add a timer command and return its task."""
+        timer = TimerTask(fire_at)
+        if self._finish is None:
+            task_id = self._add(lambda i: CreateTimer(task_id=i, fire_at=fire_at))
+            self._open[task_id] = _Waiting(timer, what="timer")
+        return timer
+
+    def wait_for_event(self, name: str, data_type: object) -> CancellableTask[Any]:
+        """A task completed by the next event named `name` (buffered ones first)."""
+        task: CancellableTask[Any] = CancellableTask()
+        key = name.lower()
+        buffered = self._buffered.get(key)
+        if buffered:
+            _, event = buffered.popleft()
+            self._settle_event(task, data_type, event)
+            return task
+        waiters = self._waiters.setdefault(key, deque())
+        entry = (task, data_type)
+        waiters.append(entry)
+        task._on_cancel = lambda: waiters.remove(entry)
+        return task
+
+    def request_continue_as_new(self, new_input: str | None, save_events: bool) -> None:
+        self._continue_as_new = (new_input, save_events)
+
+    def is_patched(self, patch_id: str) -> bool:
+        decided = self._patches.get(patch_id)
+        if decided is None:
+            decided = patch_id in self._patches_recorded if self.replaying else True
+            if decided and patch_id not in self._patches_recorded:
+                self._patches_recorded.add(patch_id)
+                self._new_patches.append(patch_id)
+            self._patches[patch_id] = decided
+        return decided
+
+
+def _same_call(command: TaskCommand, event: TaskCommandEvent) -> bool:
+    match command:
+        case ScheduleActivity(name=n):
+            return isinstance(event, TaskScheduled) and event.name == n
+        case CreateTimer():
+            return isinstance(event, TimerCreated)
+        case StartChildOrchestration(name=n, instance_id=c):
+            return isinstance(event, ChildOrchestrationCreated) and (event.name, event.instance_id) == (n, c)
+        case SendEvent(instance_id=t, name=n):
+            return isinstance(event, EventSent) and (event.instance_id, event.name) == (t, n)
+        case _:
+            assert_never(command)
+
+
+def _not_a_task(name: str, yielded: object) -> InvalidTaskError:
+    return InvalidTaskError(
+        f"orchestrator {name!r} yielded {yielded!r} ({type(yielded).__qualname__}); yield "
+        "only tasks: ctx.call_activity(...), ctx.create_timer(...), "
+        "ctx.wait_for_external_event(...), ctx.call_sub_orchestrator(...), when_all(...) "
+        "or when_any(...)"
+    )
+
+
+def _thrower(gen: Generator[Any, Any, Any], error: BaseException) -> Callable[[], Any]:
+    return lambda: gen.throw(error)
+
+
+def _fresh(error: BaseException) -> BaseException:
+    # Each throw gets its own exception object so tracebacks never accumulate across throws.
+    if isinstance(error, TaskFailedError):
+        return TaskFailedError(str(error), error.details)
+    if isinstance(error, TaskCancelledError):
+        return TaskCancelledError(str(error))
+    return error
+
+
+def replay(
+    orchestrators: Mapping[str, FunctionSpec] | Callable[[str], FunctionSpec],
+    history: Sequence[HistoryEvent],
+    new_events: Sequence[HistoryEvent],
+    *,
+    codec: PayloadCodec | None = None,
+    options: EngineOptions | None = None,
+) -> tuple[Decision, Execution]:
+    """Decide from scratch: replay `history`, then apply `new_events`.
+
+    Returns:
+        The decision, and the live execution to feed later events to with `step()`.
+    """
+    execution = Execution(orchestrators, codec, options)
+    execution.replay(history)
+    return execution.step(new_events), execution
+
+
