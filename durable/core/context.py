@@ -17,7 +17,13 @@ from durable.core.commands import (
     StartChildOrchestration,
 )
 from durable.core.functions import declared_output_type, get_name
-from durable.core.tasks import CancellableTask, CompletableTask, RetryableTask, RetryPolicy, TimerTask
+from durable.core.tasks import (
+    CancellableTask,
+    CompletableTask,
+    RetryableTask,
+    RetryPolicy,
+    TimerTask,
+)
 
 if TYPE_CHECKING:
     from durable.core.engine import Execution
@@ -48,7 +54,9 @@ class ActivityContext:
         name: the activity's registered name.
     """
 
-    def __init__(self, orchestration_id: str, task_id: int, attempt: int = 1, name: str = "") -> None:
+    def __init__(
+        self, orchestration_id: str, task_id: int, attempt: int = 1, name: str = ""
+    ) -> None:
         self.orchestration_id = orchestration_id
         self.task_id = task_id
         self.attempt = attempt

@@ -48,6 +48,7 @@ from durable.core.events import (
     FailureDetails,
     HistoryEvent,
     OrchestratorStarted,
+    ParentInstance,
     PatchApplied,
     TaskCompleted,
     TaskFailed,
@@ -59,7 +60,14 @@ from durable.core.events import (
 from durable.core.functions import FunctionSpec
 from durable.core.payload import PayloadCodec
 from durable.core.state import OrchestrationStatus
-from durable.core.tasks import CancellableTask, CompletableTask, RetryableTask, RetryPolicy, Task, TimerTask
+from durable.core.tasks import (
+    CancellableTask,
+    CompletableTask,
+    RetryableTask,
+    RetryPolicy,
+    Task,
+    TimerTask,
+)
 
 _EVENT_OVERHEAD = 64  # rough bytes per event beyond its payloads, for the size estimate
 
@@ -153,7 +161,8 @@ class Execution:
         self.instance_id = ""
         self.execution_id = ""
         self.name = ""
-        self.parent_instance_id: str | None = None
+        self.parent: ParentInstance | None = None
+        self._children: dict[int, str] = {}
         self.now = datetime.min
         self.replaying = False
         self.history_length = 0
@@ -181,6 +190,15 @@ class Execution:
     def is_finished(self) -> bool:
         """True once the execution completed, failed, was terminated or continued as new."""
         return self._finish is not None
+
+    @property
+    def parent_instance_id(self) -> str | None:
+        """The parent's id, for a child orchestration."""
+        return self.parent.instance_id if self.parent else None
+
+    def open_children(self) -> list[str]:
+        """Instance ids of child orchestrations started and not yet finished."""
+        return [c for t, c in self._children.items() if t in self._open]
 
     @property
     def continue_as_new_suggested(self) -> bool:
@@ -229,9 +247,7 @@ class Execution:
 
     def _decide(self, applied: list[HistoryEvent]) -> Decision:
         commands: list[Command] = []
-        events = applied + [
-            PatchApplied(timestamp=self.now, patch_id=p) for p in self._new_patches
-        ]
+        events = applied + [PatchApplied(timestamp=self.now, patch_id=p) for p in self._new_patches]
         if self._finish is None and (
             self.history_length + len(events) - len(applied) + len(self._pending) + 1
             > self.options.max_history_events
@@ -256,12 +272,16 @@ class Execution:
                 carried = tuple(finish.carried)
                 commands.append(ContinueAsNew(input=finish.new_input, carried_events=carried))
                 events.append(
-                    ContinuedAsNew(timestamp=self.now, input=finish.new_input, carried_events=carried)
+                    ContinuedAsNew(
+                        timestamp=self.now, input=finish.new_input, carried_events=carried
+                    )
                 )
                 status = OrchestrationStatus.CONTINUED_AS_NEW
             else:
                 output, failure = finish.output, finish.failure
-                commands.append(CompleteOrchestration(status=finish.status, result=output, failure=failure))
+                commands.append(
+                    CompleteOrchestration(status=finish.status, result=output, failure=failure)
+                )
                 events.append(
                     ExecutionCompleted(
                         timestamp=self.now, status=finish.status, result=output, failure=failure
@@ -292,7 +312,9 @@ class Execution:
 
     def _apply(self, event: HistoryEvent) -> None:
         if self._finish is not None:
-            if isinstance(event, TaskScheduled | TimerCreated | ChildOrchestrationCreated | EventSent):
+            if isinstance(
+                event, TaskScheduled | TimerCreated | ChildOrchestrationCreated | EventSent
+            ):
                 self._match_recorded(event)  # fire-and-forget work started just before the end
             else:
                 self._check_recorded_finish(event)
@@ -318,7 +340,10 @@ class Execution:
                 self.now = t
             case TaskScheduled() | TimerCreated() | ChildOrchestrationCreated() | EventSent():
                 self._match_recorded(event)
-            case TaskCompleted(task_id=i, result=r) | ChildOrchestrationCompleted(task_id=i, result=r):
+            case (
+                TaskCompleted(task_id=i, result=r)
+                | ChildOrchestrationCompleted(task_id=i, result=r)
+            ):
                 self._complete(i, r)
             case TaskFailed(task_id=i, failure=f) | ChildOrchestrationFailed(task_id=i, failure=f):
                 self._failed(i, f)
@@ -351,12 +376,14 @@ class Execution:
         self.instance_id = event.instance_id
         self.execution_id = event.execution_id
         self.name = event.name
-        self.parent_instance_id = event.parent.instance_id if event.parent else None
+        self.parent = event.parent
         if self.now == datetime.min:
             self.now = event.timestamp
         try:
             spec = self._lookup(event.name)
-            value = self.codec.decode(event.input, spec.input_type, f"input of orchestrator {spec.name!r}")
+            value = self.codec.decode(
+                event.input, spec.input_type, f"input of orchestrator {spec.name!r}"
+            )
             result = spec.fn(self.ctx, value) if spec.takes_input else spec.fn(self.ctx)
         except Exception as e:  # the orchestrator's own error, or an unknown name
             self._fail(e)
@@ -388,8 +415,10 @@ class Execution:
         if isinstance(event, OrchestratorStarted | EventRaised | PatchApplied):
             return
         finish = self._finish
-        expected = "CONTINUED_AS_NEW" if finish is not None and finish.status is None else (
-            finish.status if finish is not None else "RUNNING"
+        expected = (
+            "CONTINUED_AS_NEW"
+            if finish is not None and finish.status is None
+            else (finish.status if finish is not None else "RUNNING")
         )
         match event:
             case ContinuedAsNew():
@@ -411,7 +440,9 @@ class Execution:
         try:
             value = self.codec.decode(result, waiting.result_type, f"result of {waiting.what}")
         except PayloadError as e:
-            waiting.task.fail(f"{waiting.what} returned an unusable result: {e}", FailureDetails.from_exception(e))
+            waiting.task.fail(
+                f"{waiting.what} returned an unusable result: {e}", FailureDetails.from_exception(e)
+            )
             return
         waiting.task.complete(value)
 
@@ -426,7 +457,9 @@ class Execution:
                 timer_id = self._add(lambda i: CreateTimer(task_id=i, fire_at=self.now + delay))
                 self._open[timer_id] = _Waiting(TimerTask(self.now + delay), retry_of=waiting)
                 return
-        waiting.task.fail(f"{waiting.what} failed: {failure.error_type}: {failure.message}", failure)
+        waiting.task.fail(
+            f"{waiting.what} failed: {failure.error_type}: {failure.message}", failure
+        )
 
     def _timer_fired(self, task_id: int) -> None:
         waiting = self._open.pop(task_id, None)
@@ -451,11 +484,17 @@ class Execution:
             self._arrivals += 1
             self._buffered.setdefault(key, deque()).append((self._arrivals, event))
 
-    def _settle_event(self, task: CancellableTask[Any], data_type: object, event: EventRaised) -> None:
+    def _settle_event(
+        self, task: CancellableTask[Any], data_type: object, event: EventRaised
+    ) -> None:
         try:
-            task.complete(self.codec.decode(event.input, data_type, f"data of event {event.name!r}"))
+            task.complete(
+                self.codec.decode(event.input, data_type, f"data of event {event.name!r}")
+            )
         except PayloadError as e:
-            task.fail(f"event {event.name!r} carried unusable data: {e}", FailureDetails.from_exception(e))
+            task.fail(
+                f"event {event.name!r} carried unusable data: {e}", FailureDetails.from_exception(e)
+            )
 
     # -- the generator -------------------------------------------------------------------
 
@@ -526,7 +565,9 @@ class Execution:
     def _add(self, make: Callable[[int], TaskCommand]) -> int:
         task_id = self._next_id
         self._next_id += 1
-        self._pending[task_id] = make(task_id)
+        command = self._pending[task_id] = make(task_id)
+        if isinstance(command, StartChildOrchestration):
+            self._children[task_id] = command.instance_id
         return task_id
 
     def add_command(self, make: Callable[[int], TaskCommand]) -> None:
@@ -597,7 +638,10 @@ def _same_call(command: TaskCommand, event: TaskCommandEvent) -> bool:
         case CreateTimer():
             return isinstance(event, TimerCreated)
         case StartChildOrchestration(name=n, instance_id=c):
-            return isinstance(event, ChildOrchestrationCreated) and (event.name, event.instance_id) == (n, c)
+            return isinstance(event, ChildOrchestrationCreated) and (
+                event.name,
+                event.instance_id,
+            ) == (n, c)
         case SendEvent(instance_id=t, name=n):
             return isinstance(event, EventSent) and (event.instance_id, event.name) == (t, n)
         case _:
@@ -642,5 +686,3 @@ def replay(
     execution = Execution(orchestrators, codec, options)
     execution.replay(history)
     return execution.step(new_events), execution
-
-

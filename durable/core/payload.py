@@ -71,7 +71,9 @@ class PayloadCodec:
         try:
             return decoder.decode(data)
         except msgspec.DecodeError as e:
-            raise PayloadDecodeError(f"cannot decode the {what} as {_type_name(type_)}: {e}") from None
+            raise PayloadDecodeError(
+                f"cannot decode the {what} as {_type_name(type_)}: {e}"
+            ) from None
 
     def _check_size(self, size: int, what: str) -> None:
         if size > self.max_bytes:

@@ -1,0 +1,77 @@
+"""Durable execution for Python: orchestrations as generators, replayed from history."""
+
+from durable import task
+from durable.client import Client
+from durable.core.context import ActivityContext, OrchestrationContext
+from durable.core.engine import EngineOptions
+from durable.core.errors import (
+    DurableError,
+    HistoryTooLargeError,
+    InvalidTaskError,
+    LeaseLostError,
+    NonDeterminismError,
+    NotRegisteredError,
+    OrchestrationAlreadyExistsError,
+    OrchestrationFailedError,
+    OrchestrationNotFoundError,
+    OrchestrationStateError,
+    PayloadDecodeError,
+    PayloadEncodeError,
+    PayloadError,
+    PayloadTooLargeError,
+    StoreError,
+    TaskCancelledError,
+    TaskFailedError,
+)
+from durable.core.events import FailureDetails, HistoryEvent
+from durable.core.history import History
+from durable.core.state import OrchestrationState, OrchestrationStatus
+from durable.core.tasks import RetryPolicy, Task, when_all, when_any
+from durable.store import MemoryStore, Store
+from durable.store.open import open_store
+from durable.worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # programming model
+    "task",
+    "OrchestrationContext",
+    "ActivityContext",
+    "Task",
+    "RetryPolicy",
+    "when_all",
+    "when_any",
+    # runtime
+    "Worker",
+    "Client",
+    "Store",
+    "MemoryStore",
+    "open_store",
+    "EngineOptions",
+    # state and history
+    "OrchestrationState",
+    "OrchestrationStatus",
+    "FailureDetails",
+    "History",
+    "HistoryEvent",
+    # errors
+    "DurableError",
+    "NonDeterminismError",
+    "OrchestrationFailedError",
+    "OrchestrationAlreadyExistsError",
+    "OrchestrationNotFoundError",
+    "OrchestrationStateError",
+    "TaskFailedError",
+    "TaskCancelledError",
+    "InvalidTaskError",
+    "NotRegisteredError",
+    "HistoryTooLargeError",
+    "PayloadError",
+    "PayloadEncodeError",
+    "PayloadDecodeError",
+    "PayloadTooLargeError",
+    "StoreError",
+    "LeaseLostError",
+    "__version__",
+]

@@ -1,0 +1,300 @@
+"""The `Store` protocol every backend implements, and the records that cross it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from durable.core.commands import ScheduleActivity
+from durable.core.events import (
+    ExecutionStarted,
+    FailureDetails,
+    HistoryEvent,
+    InboundEvent,
+)
+from durable.core.state import OrchestrationState, OrchestrationStatus
+
+Clock = Callable[[], datetime]
+"""Returns the current time, tz-aware UTC."""
+
+
+def utc_now() -> datetime:
+    """The wall clock, tz-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """An event on its way into an instance's history.
+
+    Attributes:
+        instance_id: the target instance.
+        event: the event.
+        execution_id: if set, the message is dropped unless the target's current
+            execution is this one (results of work started by an earlier execution).
+        visible_at: not delivered before this time (timers, delayed starts).
+    """
+
+    instance_id: str
+    event: InboundEvent
+    execution_id: str | None = None
+    visible_at: datetime | None = None
+
+
+class NewInstance(msgspec.Struct, frozen=True, kw_only=True):
+    """An orchestration instance to create; its `start` event is its first message."""
+
+    start: ExecutionStarted
+    visible_at: datetime | None = None
+
+    @property
+    def instance_id(self) -> str:
+        return self.start.instance_id
+
+
+class OrchestrationWorkItem(msgspec.Struct, frozen=True, kw_only=True):
+    """An instance claimed by a worker, with the messages it has to decide on.
+
+    Attributes:
+        history_length: the length of the stored history; the commit must match it.
+        messages: the new events, oldest first.
+        message_ids: store-private identities of the messages, removed on commit.
+        lease_owner: the worker holding the lease.
+    """
+
+    instance_id: str
+    execution_id: str
+    name: str
+    history_length: int
+    messages: tuple[InboundEvent, ...]
+    message_ids: tuple[int, ...]
+    lease_owner: str
+
+
+class OrchestrationCommit(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything one decision changes, written in one transaction or not at all.
+
+    Attributes:
+        item: the claim this commit answers (lease and expected history length).
+        events: history events to append.
+        status: the instance's new status.
+        custom_status, output, failure: the instance's new values.
+        activities: activity work items to create.
+        messages: messages to this and other instances (timers, events, results to a
+            parent, starts of nothing: children go in `children`).
+        children: child instances to create.
+        new_execution: for continue-as-new, the next execution's start; its history is
+            emptied and `carried` messages are delivered to it.
+        carried: messages delivered to the next execution (continue-as-new).
+    """
+
+    item: OrchestrationWorkItem
+    events: tuple[HistoryEvent, ...]
+    status: OrchestrationStatus
+    custom_status: str | None = None
+    output: str | None = None
+    failure: FailureDetails | None = None
+    activities: tuple[ScheduleActivity, ...] = ()
+    messages: tuple[Message, ...] = ()
+    children: tuple[NewInstance, ...] = ()
+    new_execution: ExecutionStarted | None = None
+    carried: tuple[Message, ...] = ()
+
+
+class ActivityWorkItem(msgspec.Struct, frozen=True, kw_only=True):
+    """An activity claimed by a worker."""
+
+    id: int
+    instance_id: str
+    execution_id: str
+    task_id: int
+    name: str
+    input: str | None
+    attempt: int
+    lease_owner: str
+
+
+class ActivityResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A finished activity: its work item and the TaskCompleted or TaskFailed event."""
+
+    item: ActivityWorkItem
+    event: InboundEvent
+
+
+class InstanceQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Filters for listing instances (all optional); results are ordered by creation."""
+
+    statuses: tuple[OrchestrationStatus, ...] = ()
+    name: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    limit: int = 100
+    after: str | None = None  # continuation token from the previous page
+
+
+class InstancePage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of instances, and the token for the next page (None at the end)."""
+
+    instances: tuple[OrchestrationState, ...]
+    next_token: str | None = None
+
+
+class Notifier:
+    """Wakes waiters on any thread's event loop; a hint, never the only way work is found."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def notify(self) -> None:
+        """Wake every current waiter."""
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        running = asyncio._get_running_loop()
+        for loop, fut in waiters:
+            if loop is running:
+                _wake(fut)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(_wake, fut)
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Wait for the next `notify()` or `timeout` seconds; True if notified."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        entry = (loop, fut)
+        with self._lock:
+            self._waiters.append(entry)
+        try:
+            done, _ = await asyncio.wait({fut}, timeout=timeout)
+            return bool(done)
+        finally:
+            with self._lock:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where instances, histories and work items live.
+
+    Every method is safe to call from several workers and clients at once. Writes that
+    belong together happen in one transaction. Stores open lazily and are released by
+    `close()`; workers and clients never close a store they were given.
+    """
+
+    clock: Clock
+    orchestration_work: Notifier
+    activity_work: Notifier
+    instance_changes: Notifier
+
+    async def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+    # -- instances -------------------------------------------------------------------
+    async def create_instance(self, instance: NewInstance) -> None:
+        """Create an instance (replacing a finished one with the same id).
+
+        Raises:
+            OrchestrationAlreadyExistsError: an unfinished instance has this id.
+        """
+        ...
+
+    async def send(self, message: Message) -> None:
+        """Deliver one message to an existing instance.
+
+        Raises:
+            OrchestrationNotFoundError: no instance has this id.
+        """
+        ...
+
+    async def get_state(self, instance_id: str) -> OrchestrationState | None:
+        """The instance's state, or None if unknown."""
+        ...
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The current execution's history, oldest first (empty if unknown)."""
+        ...
+
+    async def list_instances(self, query: InstanceQuery) -> InstancePage:
+        """Instances matching `query`, oldest first."""
+        ...
+
+    async def purge(self, instance_ids: Sequence[str]) -> int:
+        """Delete finished instances whole; returns how many were deleted.
+
+        Raises:
+            OrchestrationStateError: one of them has not finished (nothing is deleted).
+        """
+        ...
+
+    # -- orchestration work ----------------------------------------------------------
+    async def claim_orchestrations(
+        self, owner: str, limit: int, lease_seconds: float
+    ) -> list[OrchestrationWorkItem]:
+        """Lease up to `limit` instances that have visible messages."""
+        ...
+
+    async def commit_orchestrations(
+        self, commits: Sequence[OrchestrationCommit]
+    ) -> list[Exception | None]:
+        """Apply each commit atomically (group commit); per commit, None or the error.
+
+        A commit whose lease was lost or whose history length moved gets `LeaseLostError`
+        and changes nothing; the others are unaffected.
+        """
+        ...
+
+    async def abandon_orchestration(
+        self, item: OrchestrationWorkItem, retry_after: float, error: FailureDetails | None
+    ) -> None:
+        """Give the claim back untouched; retry no sooner than `retry_after` seconds.
+
+        `error`, if given, is shown in the instance's state (its status is unchanged).
+        """
+        ...
+
+    async def load_history(self, instance_id: str, execution_id: str) -> list[HistoryEvent]:
+        """The history of the given execution (empty if it is not current)."""
+        ...
+
+    # -- activity work ---------------------------------------------------------------
+    async def claim_activities(
+        self, owner: str, limit: int, lease_seconds: float
+    ) -> list[ActivityWorkItem]:
+        """Lease up to `limit` activity work items."""
+        ...
+
+    async def complete_activities(self, results: Sequence[ActivityResult]) -> None:
+        """Remove the work items and deliver their results, all in one transaction.
+
+        A result whose work item is gone (completed by another worker) is dropped.
+        """
+        ...
+
+    async def abandon_activities(self, items: Sequence[ActivityWorkItem]) -> None:
+        """Release leases so that other workers may run these activities."""
+        ...
+
+    async def renew_leases(
+        self,
+        owner: str,
+        instance_ids: Sequence[str],
+        activity_ids: Sequence[int],
+        lease_seconds: float,
+    ) -> None:
+        """Extend the owner's leases."""
+        ...
+
+    async def next_wake_time(self) -> datetime | None:
+        """When the earliest delayed message becomes visible, if any."""
+        ...

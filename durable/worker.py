@@ -1,0 +1,465 @@
+"""The worker: claims work from a store, runs orchestrators and activities, commits decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from durable.core.commands import (
+    CompleteOrchestration,
+    ContinueAsNew,
+    CreateTimer,
+    ScheduleActivity,
+    SendEvent,
+    StartChildOrchestration,
+)
+from durable.core.context import ActivityContext
+from durable.core.engine import Decision, EngineOptions, Execution
+from durable.core.errors import DurableError, NotRegisteredError, TaskFailedError
+from durable.core.events import (
+    ChildOrchestrationCompleted,
+    ChildOrchestrationFailed,
+    EventRaised,
+    ExecutionStarted,
+    ExecutionTerminated,
+    FailureDetails,
+    InboundEvent,
+    OrchestratorStarted,
+    ParentInstance,
+    TaskCompleted,
+    TaskFailed,
+    TimerFired,
+)
+from durable.core.functions import Registry
+from durable.core.payload import DEFAULT_MAX_PAYLOAD_BYTES, PayloadCodec
+from durable.store.base import (
+    ActivityResult,
+    ActivityWorkItem,
+    Message,
+    NewInstance,
+    OrchestrationCommit,
+    OrchestrationWorkItem,
+    Store,
+)
+
+log = logging.getLogger("durable.worker")
+
+
+@dataclass(slots=True)
+class _Blocked:
+    attempts: int
+
+
+class Worker:
+    """Runs registered orchestrators and activities for the instances in `store`.
+
+    Use it inside a running event loop with `async with Worker(...)`, or from plain code
+    with `start_in_thread()` and `stop()`.
+
+    Args:
+        store: where the work is; several workers may share it.
+        orchestrators: orchestrator functions to register under their names.
+        activities: activity functions (plain or async) to register under their names.
+        max_concurrent_activities: activities running at once in this worker.
+        max_concurrent_orchestrations: instances decided per batch (one group commit).
+        max_payload_bytes: the cap on any encoded payload.
+        engine_options: history limits.
+        cache_size: live orchestrations kept between decisions (sticky execution).
+        lease_seconds: how long a claim lasts unless renewed.
+        poll_interval: the longest sleep between looks for work another process created.
+        shutdown_grace: seconds running activities get to finish when the worker stops.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        orchestrators: Iterable[Callable[..., Any]] = (),
+        activities: Iterable[Callable[..., Any]] = (),
+        max_concurrent_activities: int = 64,
+        max_concurrent_orchestrations: int = 64,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        engine_options: EngineOptions | None = None,
+        cache_size: int = 2048,
+        lease_seconds: float = 30.0,
+        poll_interval: float = 0.5,
+        shutdown_grace: float = 30.0,
+    ) -> None:
+        if max_concurrent_activities < 1 or max_concurrent_orchestrations < 1:
+            raise ValueError("concurrency limits must be at least 1")
+        self.store = store
+        self.id = f"worker-{uuid.uuid4().hex[:12]}"
+        self._registry = Registry()
+        for fn in orchestrators:
+            self._registry.add_orchestrator(fn)
+        for fn in activities:
+            self._registry.add_activity(fn)
+        self._max_activities = max_concurrent_activities
+        self._batch = max_concurrent_orchestrations
+        self._codec = PayloadCodec(max_payload_bytes)
+        self._options = engine_options or EngineOptions()
+        self._cache: OrderedDict[str, Execution] = OrderedDict()
+        self._cache_size = cache_size
+        self._lease = lease_seconds
+        self._poll = poll_interval
+        self._grace = shutdown_grace
+        self._blocked: dict[str, _Blocked] = {}
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._results: list[ActivityResult] = []
+        self._results_ready: asyncio.Event | None = None
+        self._slot_free: asyncio.Event | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_error: BaseException | None = None
+
+    # -- registration ----------------------------------------------------------------
+
+    def add_orchestrator(self, fn: Callable[..., Any], name: str | None = None) -> str:
+        """Register an orchestrator (a generator function); returns its name.
+
+        Raises:
+            ValueError: the name is taken, or `fn` is a lambda without `name`.
+            TypeError: `fn` is an `async def` function.
+        """
+        return self._registry.add_orchestrator(fn, name)
+
+    def add_activity(self, fn: Callable[..., Any], name: str | None = None) -> str:
+        """Register an activity (plain or `async def`); returns its name."""
+        return self._registry.add_activity(fn, name)
+
+    # -- life cycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def start(self) -> None:
+        """Start working in the running event loop."""
+        if self._tasks:
+            raise RuntimeError("the worker is already running")
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self._results_ready = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._executor = ThreadPoolExecutor(
+            max_workers=min(self._max_activities, 64), thread_name_prefix="durable-activity"
+        )
+        self._tasks = [
+            asyncio.create_task(self._guard(self._orchestration_loop), name="durable-orchestrations"),
+            asyncio.create_task(self._guard(self._activity_loop), name="durable-activities"),
+            asyncio.create_task(self._guard(self._result_loop), name="durable-results"),
+            asyncio.create_task(self._guard(self._renew_loop), name="durable-leases"),
+        ]
+
+    async def shutdown(self) -> None:
+        """Stop claiming, let running activities finish within the grace period, release."""
+        if not self._tasks or self._stopping is None:
+            return
+        self._stopping.set()
+        self.store.orchestration_work.notify()
+        self.store.activity_work.notify()
+        if self._running:
+            _, late = await asyncio.wait(list(self._running.values()), timeout=self._grace)
+            for t in late:
+                t.cancel()
+            if late:
+                await asyncio.wait(late)
+        assert self._results_ready is not None
+        self._results_ready.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush_results()
+        self._tasks = []
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._cache.clear()
+
+    def start_in_thread(self) -> None:
+        """Run the worker on its own event loop in a background thread."""
+        if self._thread is not None:
+            raise RuntimeError("the worker is already running")
+        started = threading.Event()
+
+        async def main() -> None:
+            await self.start()
+            started.set()
+            assert self._stopping is not None
+            await self._stopping.wait()
+            await self.shutdown()
+
+        def run() -> None:
+            try:
+                asyncio.run(main())
+            except BaseException as e:  # reported by stop()
+                self._thread_error = e
+                started.set()
+
+        self._thread = threading.Thread(target=run, name="durable-worker", daemon=True)
+        self._thread.start()
+        started.wait()
+        if self._thread_error is not None:
+            raise RuntimeError("the worker failed to start") from self._thread_error
+
+    def stop(self) -> None:
+        """Stop a worker started with `start_in_thread()` and wait for it to finish."""
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None:
+            if stopping is not None:
+                stopping.set()  # inside the worker's own loop: `async with` finishes the job
+            return
+        if loop is not None and stopping is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(stopping.set)
+        thread.join()
+        self._thread = None
+
+    async def _guard(self, loop_fn: Callable[[], Any]) -> None:
+        # A loop must never die silently: log, back off, go on until stopped.
+        assert self._stopping is not None
+        while not self._stopping.is_set():
+            try:
+                await loop_fn()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker loop %s failed; retrying", getattr(loop_fn, "__name__", ""))
+                await self._sleep(min(self._poll, 1.0))
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._stopping is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _idle(self, notifier_wait: Callable[[float], Any]) -> None:
+        timeout = self._poll
+        wake = await self.store.next_wake_time()
+        if wake is not None:
+            timeout = max(0.0, min(timeout, (wake - self.store.clock()).total_seconds()))
+        await notifier_wait(timeout)
+
+    # -- orchestrations --------------------------------------------------------------
+
+    async def _orchestration_loop(self) -> None:
+        assert self._stopping is not None
+        store = self.store
+        while not self._stopping.is_set():
+            items = await store.claim_orchestrations(self.id, self._batch, self._lease)
+            if not items:
+                await self._idle(store.orchestration_work.wait)
+                continue
+            commits: list[OrchestrationCommit] = []
+            for item in items:
+                commit = await self._decide(item)
+                if commit is not None:
+                    commits.append(commit)
+            if commits:
+                outcomes = await store.commit_orchestrations(commits)
+                for commit, outcome in zip(commits, outcomes, strict=True):
+                    if outcome is not None:
+                        log.warning("commit for %s rejected: %s", commit.item.instance_id, outcome)
+                        self._cache.pop(commit.item.instance_id, None)
+
+    async def _decide(self, item: OrchestrationWorkItem) -> OrchestrationCommit | None:
+        iid = item.instance_id
+        execution = self._cache.pop(iid, None)
+        try:
+            if (
+                execution is None
+                or execution.execution_id != item.execution_id
+                or execution.history_length != item.history_length
+            ):
+                history = await self.store.load_history(iid, item.execution_id)
+                if len(history) != item.history_length:
+                    return None  # the store moved on since the claim; the commit would fail
+                execution = Execution(self._registry.orchestrator, self._codec, self._options)
+                execution.replay(history)
+            now = self.store.clock()
+            decision = execution.step((OrchestratorStarted(timestamp=now), *item.messages))
+            commit = self._commit_for(item, execution, decision, now)
+        except Exception as e:  # non-determinism, or a bug: block the instance, lose nothing
+            await self._block(item, e)
+            return None
+        self._blocked.pop(iid, None)
+        if not execution.is_finished:
+            self._cache[iid] = execution
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return commit
+
+    async def _block(self, item: OrchestrationWorkItem, error: Exception) -> None:
+        blocked = self._blocked.setdefault(item.instance_id, _Blocked(0))
+        blocked.attempts += 1
+        delay = min(60.0, 0.5 * 2 ** min(blocked.attempts, 8))
+        log.error(
+            "orchestration %s cannot go on (retrying in %.0fs): %s", item.instance_id, delay, error
+        )
+        await self.store.abandon_orchestration(item, delay, FailureDetails.from_exception(error))
+
+    def _commit_for(
+        self, item: OrchestrationWorkItem, execution: Execution, decision: Decision, now: datetime
+    ) -> OrchestrationCommit:
+        iid, exec_id = item.instance_id, item.execution_id
+        activities: list[ScheduleActivity] = []
+        messages: list[Message] = []
+        children: list[NewInstance] = []
+        new_execution: ExecutionStarted | None = None
+        carried: list[Message] = []
+        parent = execution.parent
+        for command in decision.commands:
+            match command:
+                case ScheduleActivity():
+                    activities.append(command)
+                case CreateTimer(task_id=t, fire_at=f):
+                    fired = TimerFired(timestamp=f, task_id=t, fire_at=f)
+                    messages.append(Message(instance_id=iid, event=fired, execution_id=exec_id, visible_at=f))
+                case SendEvent(instance_id=target, name=n, input=x):
+                    raised = EventRaised(timestamp=now, name=n, input=x)
+                    messages.append(Message(instance_id=target, event=raised))
+                case StartChildOrchestration(task_id=t, name=n, instance_id=child, input=x):
+                    start = ExecutionStarted(
+                        timestamp=now,
+                        name=n,
+                        instance_id=child,
+                        execution_id=uuid.uuid4().hex,
+                        input=x,
+                        parent=ParentInstance(instance_id=iid, execution_id=exec_id, task_id=t),
+                    )
+                    children.append(NewInstance(start=start))
+                case CompleteOrchestration(status=status, result=result, failure=failure):
+                    if parent is not None:
+                        messages.append(_report_to_parent(parent, status, result, failure, now))
+                    if status == "TERMINATED":
+                        for child in execution.open_children():
+                            stop = ExecutionTerminated(timestamp=now, output=None)
+                            messages.append(Message(instance_id=child, event=stop))
+                case ContinueAsNew(input=x, carried_events=events):
+                    new_execution = ExecutionStarted(
+                        timestamp=now,
+                        name=execution.name,
+                        instance_id=iid,
+                        execution_id=uuid.uuid4().hex,
+                        input=x,
+                        parent=parent,
+                    )
+                    carried = [Message(instance_id=iid, event=e) for e in events]
+        return OrchestrationCommit(
+            item=item,
+            events=decision.events,
+            status=decision.status,
+            custom_status=decision.custom_status,
+            output=decision.output,
+            failure=decision.failure,
+            activities=tuple(activities),
+            messages=tuple(messages),
+            children=tuple(children),
+            new_execution=new_execution,
+            carried=tuple(carried),
+        )
+
+    # -- activities ------------------------------------------------------------------
+
+    async def _activity_loop(self) -> None:
+        assert self._stopping is not None and self._slot_free is not None
+        store = self.store
+        while not self._stopping.is_set():
+            free = self._max_activities - len(self._running)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            items = await store.claim_activities(self.id, free, self._lease)
+            if not items:
+                await self._idle(store.activity_work.wait)
+                continue
+            for item in items:
+                task = asyncio.create_task(self._run_activity(item))
+                self._running[item.id] = task
+                task.add_done_callback(lambda _, aid=item.id: self._activity_done(aid))
+
+    def _activity_done(self, activity_id: int) -> None:
+        self._running.pop(activity_id, None)
+        assert self._slot_free is not None
+        self._slot_free.set()
+
+    async def _run_activity(self, item: ActivityWorkItem) -> None:
+        now = self.store.clock
+        try:
+            spec = self._registry.activity(item.name)
+            value = self._codec.decode(item.input, spec.input_type, f"input of activity {item.name!r}")
+            ctx = ActivityContext(item.instance_id, item.task_id, item.attempt, item.name)
+            args = (ctx, value) if spec.takes_input else (ctx,)
+            if spec.is_async:
+                result = await spec.fn(*args)
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._executor, lambda: spec.fn(*args))
+            encoded = self._codec.encode(result, f"result of activity {item.name!r}")
+            event: InboundEvent = TaskCompleted(timestamp=now(), task_id=item.task_id, result=encoded)
+        except asyncio.CancelledError:
+            await self.store.abandon_activities([item])
+            raise
+        except Exception as e:
+            if not isinstance(e, DurableError | NotRegisteredError):
+                log.debug("activity %s (%s) failed", item.name, item.instance_id, exc_info=True)
+            event = TaskFailed(timestamp=now(), task_id=item.task_id, failure=FailureDetails.from_exception(e))
+        self._results.append(ActivityResult(item=item, event=event))
+        assert self._results_ready is not None
+        self._results_ready.set()
+
+    async def _result_loop(self) -> None:
+        # Completions that finish together are committed together (group commit).
+        assert self._stopping is not None and self._results_ready is not None
+        while not self._stopping.is_set():
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            await self._flush_results()
+
+    async def _flush_results(self) -> None:
+        while self._results:
+            batch, self._results = self._results, []
+            await self.store.complete_activities(batch)
+
+    async def _renew_loop(self) -> None:
+        assert self._stopping is not None
+        while not self._stopping.is_set():
+            await self._sleep(self._lease / 3)
+            if self._running:
+                await self.store.renew_leases(self.id, (), list(self._running), self._lease)
+
+
+def _report_to_parent(
+    parent: ParentInstance,
+    status: str,
+    result: str | None,
+    failure: FailureDetails | None,
+    now: datetime,
+) -> Message:
+    event: InboundEvent
+    if status == "COMPLETED":
+        event = ChildOrchestrationCompleted(timestamp=now, task_id=parent.task_id, result=result)
+    else:
+        if failure is None:
+            failure = FailureDetails.from_exception(
+                TaskFailedError(f"the child orchestration was {status.lower()}", _terminated())
+            )
+        event = ChildOrchestrationFailed(timestamp=now, task_id=parent.task_id, failure=failure)
+    return Message(instance_id=parent.instance_id, event=event, execution_id=parent.execution_id)
+
+
+def _terminated() -> FailureDetails:
+    return FailureDetails(message="terminated", error_type="durable.OrchestrationTerminated")
