@@ -41,7 +41,7 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
-def examples(session: nox.Session) -> None:
-    """Runs the demo."""
+def demo(session: nox.Session) -> None:
+    """The main job: `durable demo`."""
     session.install("-e", ".")
     session.run("durable", "demo")

@@ -69,7 +69,9 @@ class Client:
             OrchestrationAlreadyExistsError: an unfinished instance has this id.
             PayloadEncodeError, PayloadTooLargeError: the input cannot be stored.
         """
-        name = orchestrator if isinstance(orchestrator, str) else orchestrator_spec(orchestrator).name
+        name = (
+            orchestrator if isinstance(orchestrator, str) else orchestrator_spec(orchestrator).name
+        )
         iid = instance_id if instance_id is not None else uuid.uuid4().hex
         if not iid:
             raise ValueError("instance_id must not be empty")
@@ -153,7 +155,9 @@ class Client:
             OrchestrationNotFoundError: there is no such instance.
         """
         encoded = self._codec.encode(data, f"data of event {event_name!r}")
-        await self._send(instance_id, EventRaised(timestamp=self.store.clock(), name=event_name, input=encoded))
+        await self._send(
+            instance_id, EventRaised(timestamp=self.store.clock(), name=event_name, input=encoded)
+        )
 
     async def terminate_orchestration(
         self, instance_id: str, *, output: Any = None, recursive: bool = True
@@ -167,7 +171,9 @@ class Client:
 
     async def suspend_orchestration(self, instance_id: str, *, reason: str | None = None) -> None:
         """Pause the instance: events are kept but not acted on until it is resumed."""
-        await self._send(instance_id, ExecutionSuspended(timestamp=self.store.clock(), reason=reason))
+        await self._send(
+            instance_id, ExecutionSuspended(timestamp=self.store.clock(), reason=reason)
+        )
 
     async def resume_orchestration(self, instance_id: str, *, reason: str | None = None) -> None:
         """Resume a suspended instance."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import uuid
@@ -160,7 +161,9 @@ class Worker:
             max_workers=min(self._max_activities, 64), thread_name_prefix="durable-activity"
         )
         self._tasks = [
-            asyncio.create_task(self._guard(self._orchestration_loop), name="durable-orchestrations"),
+            asyncio.create_task(
+                self._guard(self._orchestration_loop), name="durable-orchestrations"
+            ),
             asyncio.create_task(self._guard(self._activity_loop), name="durable-activities"),
             asyncio.create_task(self._guard(self._result_loop), name="durable-results"),
             asyncio.create_task(self._guard(self._renew_loop), name="durable-leases"),
@@ -326,7 +329,9 @@ class Worker:
                     activities.append(command)
                 case CreateTimer(task_id=t, fire_at=f):
                     fired = TimerFired(timestamp=f, task_id=t, fire_at=f)
-                    messages.append(Message(instance_id=iid, event=fired, execution_id=exec_id, visible_at=f))
+                    messages.append(
+                        Message(instance_id=iid, event=fired, execution_id=exec_id, visible_at=f)
+                    )
                 case SendEvent(instance_id=target, name=n, input=x):
                     raised = EventRaised(timestamp=now, name=n, input=x)
                     messages.append(Message(instance_id=target, event=raised))
@@ -389,9 +394,9 @@ class Worker:
             for item in items:
                 task = asyncio.create_task(self._run_activity(item))
                 self._running[item.id] = task
-                task.add_done_callback(lambda _, aid=item.id: self._activity_done(aid))
+                task.add_done_callback(functools.partial(self._activity_done, item.id))
 
-    def _activity_done(self, activity_id: int) -> None:
+    def _activity_done(self, activity_id: int, _: object) -> None:
         self._running.pop(activity_id, None)
         assert self._slot_free is not None
         self._slot_free.set()
@@ -400,23 +405,31 @@ class Worker:
         now = self.store.clock
         try:
             spec = self._registry.activity(item.name)
-            value = self._codec.decode(item.input, spec.input_type, f"input of activity {item.name!r}")
+            value = self._codec.decode(
+                item.input, spec.input_type, f"input of activity {item.name!r}"
+            )
             ctx = ActivityContext(item.instance_id, item.task_id, item.attempt, item.name)
             args = (ctx, value) if spec.takes_input else (ctx,)
             if spec.is_async:
                 result = await spec.fn(*args)
             else:
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._executor, lambda: spec.fn(*args))
+                result = await loop.run_in_executor(
+                    self._executor, functools.partial(spec.fn, *args)
+                )
             encoded = self._codec.encode(result, f"result of activity {item.name!r}")
-            event: InboundEvent = TaskCompleted(timestamp=now(), task_id=item.task_id, result=encoded)
+            event: InboundEvent = TaskCompleted(
+                timestamp=now(), task_id=item.task_id, result=encoded
+            )
         except asyncio.CancelledError:
             await self.store.abandon_activities([item])
             raise
         except Exception as e:
             if not isinstance(e, DurableError | NotRegisteredError):
                 log.debug("activity %s (%s) failed", item.name, item.instance_id, exc_info=True)
-            event = TaskFailed(timestamp=now(), task_id=item.task_id, failure=FailureDetails.from_exception(e))
+            event = TaskFailed(
+                timestamp=now(), task_id=item.task_id, failure=FailureDetails.from_exception(e)
+            )
         self._results.append(ActivityResult(item=item, event=event))
         assert self._results_ready is not None
         self._results_ready.set()

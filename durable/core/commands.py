@@ -22,39 +22,39 @@ class _Command(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, ta
     pass
 
 
-class ScheduleActivity(_Command, tag=True):
+class ScheduleActivity(_Command, tag=True, frozen=True):
     task_id: int
     name: str
     input: str | None = None
     attempt: int = 1
 
 
-class CreateTimer(_Command, tag=True):
+class CreateTimer(_Command, tag=True, frozen=True):
     task_id: int
     fire_at: datetime
 
 
-class StartChildOrchestration(_Command, tag=True):
+class StartChildOrchestration(_Command, tag=True, frozen=True):
     task_id: int
     name: str
     instance_id: str
     input: str | None = None
 
 
-class SendEvent(_Command, tag=True):
+class SendEvent(_Command, tag=True, frozen=True):
     task_id: int
     instance_id: str
     name: str
     input: str | None = None
 
 
-class CompleteOrchestration(_Command, tag=True):
+class CompleteOrchestration(_Command, tag=True, frozen=True):
     status: TerminalStatus
     result: str | None = None
     failure: FailureDetails | None = None
 
 
-class ContinueAsNew(_Command, tag=True):
+class ContinueAsNew(_Command, tag=True, frozen=True):
     input: str | None = None
     carried_events: tuple[EventRaised, ...] = ()
 

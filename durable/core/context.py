@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from durable.core.commands import (
-    CreateTimer,
     ScheduleActivity,
     SendEvent,
     StartChildOrchestration,
@@ -20,7 +19,6 @@ from durable.core.functions import declared_output_type, get_name
 from durable.core.tasks import (
     CancellableTask,
     CompletableTask,
-    RetryableTask,
     RetryPolicy,
     TimerTask,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -506,7 +507,7 @@ class Execution:
             error = task._exception
             if error is None:
                 value = task._result
-                self._advance(lambda: gen.send(value))
+                self._advance(_sender(gen, value))
             else:
                 self._advance(_thrower(gen, _fresh(error)))
 
@@ -555,10 +556,9 @@ class Execution:
         gen, self._gen = self._gen, None
         self._awaiting = None
         if gen is not None:
-            try:
+            # A finally block that raises cannot change the outcome any more.
+            with contextlib.suppress(Exception):
                 gen.close()
-            except Exception:  # noqa: S110 - a finally block that raises cannot change the outcome
-                pass
 
     # -- called by the context -----------------------------------------------------------
 
@@ -655,6 +655,10 @@ def _not_a_task(name: str, yielded: object) -> InvalidTaskError:
         "ctx.wait_for_external_event(...), ctx.call_sub_orchestrator(...), when_all(...) "
         "or when_any(...)"
     )
+
+
+def _sender(gen: Generator[Any, Any, Any], value: object) -> Callable[[], Any]:
+    return lambda: gen.send(value)
 
 
 def _thrower(gen: Generator[Any, Any, Any], error: BaseException) -> Callable[[], Any]:

@@ -77,7 +77,7 @@ class ParentInstance(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     task_id: int
 
 
-class ExecutionStarted(_Event, tag=True):
+class ExecutionStarted(_Event, tag=True, frozen=True):
     """The first event of every execution: what runs, with which input."""
 
     name: str
@@ -88,86 +88,86 @@ class ExecutionStarted(_Event, tag=True):
     scheduled_start: datetime | None = None
 
 
-class OrchestratorStarted(_Event, tag=True):
+class OrchestratorStarted(_Event, tag=True, frozen=True):
     """Opens a decision; its timestamp is the orchestrator's `current_utc_datetime`."""
 
 
-class TaskScheduled(_Event, tag=True):
+class TaskScheduled(_Event, tag=True, frozen=True):
     task_id: int
     name: str
     input: str | None = None
     attempt: int = 1
 
 
-class TaskCompleted(_Event, tag=True):
+class TaskCompleted(_Event, tag=True, frozen=True):
     task_id: int
     result: str | None = None
 
 
-class TaskFailed(_Event, tag=True):
+class TaskFailed(_Event, tag=True, frozen=True):
     task_id: int
     failure: FailureDetails
 
 
-class TimerCreated(_Event, tag=True):
+class TimerCreated(_Event, tag=True, frozen=True):
     task_id: int
     fire_at: datetime
 
 
-class TimerFired(_Event, tag=True):
+class TimerFired(_Event, tag=True, frozen=True):
     task_id: int
     fire_at: datetime
 
 
-class ChildOrchestrationCreated(_Event, tag=True):
+class ChildOrchestrationCreated(_Event, tag=True, frozen=True):
     task_id: int
     name: str
     instance_id: str
     input: str | None = None
 
 
-class ChildOrchestrationCompleted(_Event, tag=True):
+class ChildOrchestrationCompleted(_Event, tag=True, frozen=True):
     task_id: int
     result: str | None = None
 
 
-class ChildOrchestrationFailed(_Event, tag=True):
+class ChildOrchestrationFailed(_Event, tag=True, frozen=True):
     task_id: int
     failure: FailureDetails
 
 
-class EventRaised(_Event, tag=True):
+class EventRaised(_Event, tag=True, frozen=True):
     name: str
     input: str | None = None
 
 
-class EventSent(_Event, tag=True):
+class EventSent(_Event, tag=True, frozen=True):
     task_id: int
     instance_id: str
     name: str
     input: str | None = None
 
 
-class ExecutionSuspended(_Event, tag=True):
+class ExecutionSuspended(_Event, tag=True, frozen=True):
     reason: str | None = None
 
 
-class ExecutionResumed(_Event, tag=True):
+class ExecutionResumed(_Event, tag=True, frozen=True):
     reason: str | None = None
 
 
-class ExecutionTerminated(_Event, tag=True):
+class ExecutionTerminated(_Event, tag=True, frozen=True):
     output: str | None = None
     recurse: bool = True
 
 
-class PatchApplied(_Event, tag=True):
+class PatchApplied(_Event, tag=True, frozen=True):
     """Records that this execution took the new branch of `ctx.is_patched(patch_id)`."""
 
     patch_id: str
 
 
-class ContinuedAsNew(_Event, tag=True):
+class ContinuedAsNew(_Event, tag=True, frozen=True):
     """The last event of an execution that restarts with `input` and carried events."""
 
     input: str | None = None
@@ -177,7 +177,7 @@ class ContinuedAsNew(_Event, tag=True):
 TerminalStatus = Literal["COMPLETED", "FAILED", "TERMINATED"]
 
 
-class ExecutionCompleted(_Event, tag=True):
+class ExecutionCompleted(_Event, tag=True, frozen=True):
     """The last event of a finished execution."""
 
     status: TerminalStatus

@@ -114,7 +114,7 @@ def declared_output_type(fn: Callable[..., Any]) -> object:
 def _result_type(annotation: object) -> object:
     # Generator[Task, Any, R] annotates an orchestrator returning R.
     origin = typing.get_origin(annotation)
-    if origin is Generator or origin is typing.Generator:  # noqa: PLR1714 - distinct objects
+    if origin is Generator or origin is typing.Generator:
         args = typing.get_args(annotation)
         return args[2] if len(args) == 3 else Any
     if origin in (Iterable, typing.Iterator, typing.Iterable):
@@ -180,8 +180,9 @@ def _get(table: Mapping[str, FunctionSpec], name: str, kind: str, method: str) -
     spec = table.get(name)
     if spec is None:
         known = ", ".join(sorted(table)) or "none"
+        plural = "activities" if kind == "activity" else f"{kind}s"
         raise NotRegisteredError(
             f"no {kind} named {name!r} is registered on this worker (registered: {known}); "
-            f"register it with worker.{method}(...) or Worker(..., {kind.replace('y', 'ie')}s=[...])"
+            f"register it with worker.{method}(...) or Worker(..., {plural}=[...])"
         )
     return spec

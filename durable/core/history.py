@@ -73,4 +73,5 @@ def encode_event(event: HistoryEvent) -> bytes:
 
 def decode_event(data: str | bytes) -> HistoryEvent:
     """One event from its JSON form."""
-    return _ONE_DECODER.decode(data)
+    event: HistoryEvent = _ONE_DECODER.decode(data)
+    return event

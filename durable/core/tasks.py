@@ -235,7 +235,7 @@ class RetryPolicy:
     retry_timeout: timedelta | None
     non_retryable_error_types: tuple[type[BaseException] | str, ...]
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - API.md gives these positionally
         self,
         first_retry_interval: timedelta,
         max_number_of_attempts: int,
