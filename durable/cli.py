@@ -7,6 +7,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from durable.demo import run_demo
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `durable` command; returns the exit code."""
@@ -15,8 +17,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("demo", help="run a small durable research agent and show what happens")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from durable.demo import run_demo
-
         asyncio.run(run_demo())
         return 0
     parser.error(f"unknown command {args.command!r}")

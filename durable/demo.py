@@ -42,7 +42,9 @@ def research_agent(ctx: task.OrchestrationContext, topic: str) -> Any:
     drafts = yield task.when_all([ctx.call_activity(write_section, input=s) for s in sections])
     ctx.set_custom_status({"stage": "waiting for approval"})
     approval = ctx.wait_for_external_event("approval")
-    timeout = ctx.create_timer(ctx.current_utc_datetime.replace(year=ctx.current_utc_datetime.year + 1))
+    timeout = ctx.create_timer(
+        ctx.current_utc_datetime.replace(year=ctx.current_utc_datetime.year + 1)
+    )
     winner = yield task.when_any([approval, timeout])
     if winner is not approval or not approval.get_result():
         return {"topic": topic, "published": False}
@@ -55,7 +57,9 @@ async def run_demo(store: Store | None = None) -> dict[str, Any]:
     """Run the demo on `store` (in memory by default) and print what happens."""
     store = store or MemoryStore()
     started = time.perf_counter()
-    async with Worker(store, orchestrators=[research_agent], activities=[plan, write_section, publish]):
+    async with Worker(
+        store, orchestrators=[research_agent], activities=[plan, write_section, publish]
+    ):
         client = Client(store)
         iid = await client.schedule_new_orchestration(research_agent, input="durable execution")
         print(f"started research_agent as {iid}")
