@@ -28,8 +28,10 @@ from durable.core.engine import Decision, EngineOptions, Execution
 from durable.core.errors import DurableError, NotRegisteredError, TaskFailedError
 from durable.core.events import (
     ChildOrchestrationCompleted,
+    ChildOrchestrationCreated,
     ChildOrchestrationFailed,
     EventRaised,
+    ExecutionCompleted,
     ExecutionStarted,
     ExecutionTerminated,
     FailureDetails,
@@ -42,6 +44,7 @@ from durable.core.events import (
 )
 from durable.core.functions import Registry
 from durable.core.payload import DEFAULT_MAX_PAYLOAD_BYTES, PayloadCodec
+from durable.core.state import OrchestrationStatus
 from durable.store.base import (
     ActivityResult,
     ActivityWorkItem,
@@ -288,13 +291,19 @@ class Worker:
             ):
                 history = await self.store.load_history(iid, item.execution_id)
                 if len(history) != item.history_length:
-                    return None  # the store moved on since the claim; the commit would fail
+                    # The store moved on since the claim; give it back to be claimed afresh.
+                    await self.store.abandon_orchestration(item, 0.0, None)
+                    return None
                 execution = Execution(self._registry.orchestrator, self._codec, self._options)
                 execution.replay(history)
             now = self.store.clock()
             decision = execution.step((OrchestratorStarted(timestamp=now), *item.messages))
             commit = self._commit_for(item, execution, decision, now)
         except Exception as e:  # non-determinism, or a bug: block the instance, lose nothing
+            stop = next((m for m in item.messages if isinstance(m, ExecutionTerminated)), None)
+            if stop is not None:  # ...but a blocked instance can still be terminated
+                self._blocked.pop(iid, None)
+                return await self._terminate_blocked(item, stop)
             await self._block(item, e)
             return None
         self._blocked.pop(iid, None)
@@ -303,6 +312,38 @@ class Worker:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return commit
+
+    async def _terminate_blocked(
+        self, item: OrchestrationWorkItem, stop: ExecutionTerminated
+    ) -> OrchestrationCommit:
+        # The code cannot replay the history, so the history itself says whom to tell.
+        history = await self.store.load_history(item.instance_id, item.execution_id)
+        state = await self.store.get_state(item.instance_id)
+        now = self.store.clock()
+        events = (*history, *item.messages)
+        start = next((e for e in events if isinstance(e, ExecutionStarted)), None)
+        messages: list[Message] = []
+        if start is not None and start.parent is not None:
+            messages.append(_report_to_parent(start.parent, "TERMINATED", stop.output, None, now))
+        if stop.recurse:
+            ended = {
+                e.task_id
+                for e in events
+                if isinstance(e, ChildOrchestrationCompleted | ChildOrchestrationFailed)
+            }
+            for e in history:
+                if isinstance(e, ChildOrchestrationCreated) and e.task_id not in ended:
+                    halt = ExecutionTerminated(timestamp=now, output=None)
+                    messages.append(Message(instance_id=e.instance_id, event=halt))
+        done = ExecutionCompleted(timestamp=now, status="TERMINATED", result=stop.output)
+        return OrchestrationCommit(
+            item=item,
+            events=(OrchestratorStarted(timestamp=now), stop, done),
+            status=OrchestrationStatus.TERMINATED,
+            custom_status=state.serialized_custom_status if state is not None else None,
+            output=stop.output,
+            messages=tuple(messages),
+        )
 
     async def _block(self, item: OrchestrationWorkItem, error: Exception) -> None:
         blocked = self._blocked.setdefault(item.instance_id, _Blocked(0))
@@ -348,7 +389,7 @@ class Worker:
                 case CompleteOrchestration(status=status, result=result, failure=failure):
                     if parent is not None:
                         messages.append(_report_to_parent(parent, status, result, failure, now))
-                    if status == "TERMINATED":
+                    if status == "TERMINATED" and _recursive(decision):
                         for child in execution.open_children():
                             stop = ExecutionTerminated(timestamp=now, output=None)
                             messages.append(Message(instance_id=child, event=stop))
@@ -472,6 +513,12 @@ def _report_to_parent(
             )
         event = ChildOrchestrationFailed(timestamp=now, task_id=parent.task_id, failure=failure)
     return Message(instance_id=parent.instance_id, event=event, execution_id=parent.execution_id)
+
+
+def _recursive(decision: Decision) -> bool:
+    # terminate_orchestration(recursive=False) leaves the children running.
+    stop = next((e for e in decision.events if isinstance(e, ExecutionTerminated)), None)
+    return stop is None or stop.recurse
 
 
 def _terminated() -> FailureDetails:

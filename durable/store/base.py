@@ -241,7 +241,11 @@ class Store(Protocol):
     async def claim_orchestrations(
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[OrchestrationWorkItem]:
-        """Lease up to `limit` instances that have visible messages."""
+        """Lease up to `limit` instances that have visible messages.
+
+        An instance whose delayed start is not due yet is not claimed for its other
+        messages (events wait for the start), except to terminate it.
+        """
         ...
 
     async def commit_orchestrations(

@@ -46,6 +46,8 @@ from durable.store.base import (
 
 # Messages that concern the instance rather than one execution survive continue-as-new.
 _INSTANCE_MESSAGES = (EventRaised, ExecutionSuspended, ExecutionResumed, ExecutionTerminated)
+# Messages that may be claimed before the instance's (delayed) start is due.
+_STARTERS = (ExecutionStarted, ExecutionTerminated)
 
 
 @dataclass(slots=True)
@@ -253,6 +255,8 @@ class MemoryStore:
                 visible = [m for m in inst.inbox if m.visible_at is None or m.visible_at <= now]
                 if not visible:
                     continue
+                if not inst.history and not any(isinstance(m.event, _STARTERS) for m in visible):
+                    continue  # a delayed start: other messages wait for it (or a terminate)
                 inst.lease_owner, inst.lease_expires = owner, expires
                 self._leased[iid] = None
                 items.append(
