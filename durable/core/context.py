@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import random as _random
 import uuid
 from collections.abc import Callable
@@ -24,22 +23,16 @@ from durable.core.tasks import (
 )
 
 if TYPE_CHECKING:
+    import logging
+
     from durable.core.engine import Execution
+
+    # An explicit re-export, for `from durable.core.context import ReplaySafeLogger`.
+    from durable.core.logger import ReplaySafeLogger as ReplaySafeLogger  # noqa: PLC0414
 
 T = TypeVar("T")
 
 _UUID_NAMESPACE = uuid.UUID("6b0f7c44-53c5-4f7e-9d0a-3c0c1d6e2a51")
-
-
-class ReplaySafeLogger(logging.LoggerAdapter[logging.Logger]):
-    """A logger that stays silent while the orchestrator replays recorded steps."""
-
-    def __init__(self, logger: logging.Logger, is_replaying: Callable[[], bool]) -> None:
-        super().__init__(logger, {})
-        self._is_replaying = is_replaying
-
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's own name
-        return not self._is_replaying() and self.logger.isEnabledFor(level)
 
 
 class ActivityContext:
@@ -258,6 +251,8 @@ class OrchestrationContext:
 
     def create_replay_safe_logger(self, logger: logging.Logger) -> ReplaySafeLogger:
         """A logger adapter that logs only when not replaying."""
+        from durable.core.logger import ReplaySafeLogger  # noqa: PLC0415 - see __getattr__
+
         return ReplaySafeLogger(logger, lambda: self._x.replaying)
 
 
@@ -267,3 +262,13 @@ def _result_type(target: Callable[..., Any] | str, return_type: Any) -> object:
     if isinstance(target, str):
         return Any
     return declared_output_type(target)
+
+
+def __getattr__(name: str) -> object:
+    # `logging` loads `threading`, which the pure core must not do on import; the logger
+    # class is still importable from here, loaded on first use.
+    if name == "ReplaySafeLogger":
+        from durable.core.logger import ReplaySafeLogger  # noqa: PLC0415
+
+        return ReplaySafeLogger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

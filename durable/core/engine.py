@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, assert_never
+from typing import Any, TypeGuard, assert_never
 
 import msgspec
 
@@ -57,8 +57,9 @@ from durable.core.events import (
     TerminalStatus,
     TimerCreated,
     TimerFired,
+    qualified_name,
 )
-from durable.core.functions import FunctionSpec
+from durable.core.functions import FunctionSpec, _get
 from durable.core.payload import PayloadCodec
 from durable.core.state import OrchestrationStatus
 from durable.core.tasks import (
@@ -70,6 +71,7 @@ from durable.core.tasks import (
     TimerTask,
 )
 
+_MAX_BAD_YIELDS = 100  # an orchestrator that swallows InvalidTaskError forever is failed
 _EVENT_OVERHEAD = 64  # rough bytes per event beyond its payloads, for the size estimate
 
 
@@ -156,7 +158,11 @@ class Execution:
         codec: PayloadCodec | None = None,
         options: EngineOptions | None = None,
     ) -> None:
-        self._lookup = orchestrators if callable(orchestrators) else orchestrators.__getitem__
+        if callable(orchestrators):
+            self._lookup = orchestrators
+        else:  # an unknown name must fail with NotRegisteredError, not a bare KeyError
+            table = orchestrators
+            self._lookup = lambda name: _get(table, name, "orchestrator", "add_orchestrator")
         self.codec = codec or PayloadCodec()
         self.options = options or EngineOptions()
         self.instance_id = ""
@@ -186,11 +192,17 @@ class Execution:
         self._new_patches: list[str] = []
         self._continue_as_new: tuple[str | None, bool] | None = None
         self._finish: _Finish | None = None
+        self._finish_recorded = False  # the end event is in history (replayed or decided)
 
     @property
     def is_finished(self) -> bool:
         """True once the execution completed, failed, was terminated or continued as new."""
         return self._finish is not None
+
+    @property
+    def _accepting(self) -> bool:
+        # After the end, or after continue_as_new() was called, new work is not started.
+        return self._finish is None and self._continue_as_new is None
 
     @property
     def parent_instance_id(self) -> str | None:
@@ -269,26 +281,29 @@ class Execution:
         status = OrchestrationStatus.SUSPENDED if self._suspended else OrchestrationStatus.RUNNING
         output = failure = None
         if finish is not None:
+            end_command: Command
+            end_event: HistoryEvent
             if finish.status is None:
                 carried = tuple(finish.carried)
-                commands.append(ContinueAsNew(input=finish.new_input, carried_events=carried))
-                events.append(
-                    ContinuedAsNew(
-                        timestamp=self.now, input=finish.new_input, carried_events=carried
-                    )
+                end_command = ContinueAsNew(input=finish.new_input, carried_events=carried)
+                end_event = ContinuedAsNew(
+                    timestamp=self.now, input=finish.new_input, carried_events=carried
                 )
                 status = OrchestrationStatus.CONTINUED_AS_NEW
             else:
                 output, failure = finish.output, finish.failure
-                commands.append(
-                    CompleteOrchestration(status=finish.status, result=output, failure=failure)
+                end_command = CompleteOrchestration(
+                    status=finish.status, result=output, failure=failure
                 )
-                events.append(
-                    ExecutionCompleted(
-                        timestamp=self.now, status=finish.status, result=output, failure=failure
-                    )
+                end_event = ExecutionCompleted(
+                    timestamp=self.now, status=finish.status, result=output, failure=failure
                 )
                 status = OrchestrationStatus(finish.status)
+            # A step after the end (a late message) must not record or command the end again.
+            if not self._finish_recorded:
+                self._finish_recorded = True
+                commands.append(end_command)
+                events.append(end_event)
         for event in events[len(applied) :]:
             self._count(event)
         return Decision(
@@ -330,7 +345,9 @@ class Execution:
             | TaskScheduled
             | TimerCreated
             | ChildOrchestrationCreated
-            | EventSent,
+            | EventSent
+            | ExecutionCompleted  # a recorded end (the history cap) is checked, never held
+            | ContinuedAsNew,
         ):
             self._held.append(event)
             return
@@ -416,6 +433,14 @@ class Execution:
         if isinstance(event, OrchestratorStarted | EventRaised | PatchApplied):
             return
         finish = self._finish
+        if finish is None and _hit_history_cap(event):
+            # The cap is the engine's decision, not the code's (and the cap may have changed
+            # since): adopt the recorded end, as the decision that recorded it did.
+            self._pending.clear()
+            self._finish = _Finish("FAILED", failure=event.failure)
+            self._finish_recorded = True
+            self._close()
+            return
         expected = (
             "CONTINUED_AS_NEW"
             if finish is not None and finish.status is None
@@ -433,6 +458,7 @@ class Execution:
                 f"the history records that the orchestration ended as {recorded}, but the "
                 f"current execution is {expected} at that point"
             )
+        self._finish_recorded = True
 
     def _complete(self, task_id: int, result: str | None) -> None:
         waiting = self._open.pop(task_id, None)
@@ -514,7 +540,7 @@ class Execution:
     def _advance(self, resume: Callable[[], Any]) -> None:
         gen = self._gen
         assert gen is not None
-        while True:
+        for _ in range(_MAX_BAD_YIELDS):
             try:
                 yielded = resume()
             except StopIteration as stop:
@@ -530,6 +556,7 @@ class Execution:
                 self._awaiting = yielded
                 return
             resume = _thrower(gen, _not_a_task(self.name, yielded))
+        self._fail(InvalidTaskError(f"orchestrator {self.name!r} keeps yielding non-tasks"))
 
     def _return(self, value: Any) -> None:
         if self._continue_as_new is not None:
@@ -572,7 +599,7 @@ class Execution:
 
     def add_command(self, make: Callable[[int], TaskCommand]) -> None:
         """Add a command that no task waits on (send_event)."""
-        if self._finish is None:
+        if self._accepting:
             self._add(make)
 
     def schedule(
@@ -589,7 +616,7 @@ class Execution:
         else:
             task = RetryableTask(retry_policy, self.now)
             retry = _Retry(retry_policy, self.now, make)
-        if self._finish is None:
+        if self._accepting:
             task_id = self._add(lambda i: make(i, 1))
             self._open[task_id] = _Waiting(task, result_type, what, retry)
         return task
@@ -597,7 +624,7 @@ class Execution:
     def start_timer(self, fire_at: datetime) -> TimerTask:
         """Add a timer command and return its task."""
         timer = TimerTask(fire_at)
-        if self._finish is None:
+        if self._accepting:
             task_id = self._add(lambda i: CreateTimer(task_id=i, fire_at=fire_at))
             self._open[task_id] = _Waiting(timer, what="timer")
         return timer
@@ -629,6 +656,14 @@ class Execution:
                 self._new_patches.append(patch_id)
             self._patches[patch_id] = decided
         return decided
+
+
+def _hit_history_cap(event: HistoryEvent) -> TypeGuard[ExecutionCompleted]:
+    return (
+        isinstance(event, ExecutionCompleted)
+        and event.failure is not None
+        and event.failure.error_type == qualified_name(HistoryTooLargeError)
+    )
 
 
 def _same_call(command: TaskCommand, event: TaskCommandEvent) -> bool:

@@ -39,7 +39,7 @@ def details_of(exc: BaseException) -> FailureDetails:
     """Failure details of `exc` raised for real, so that it carries a traceback."""
     try:
         raise exc
-    except BaseException as e:  # noqa: BLE001 - any error is described the same way
+    except BaseException as e:
         return FailureDetails.from_exception(e)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from engine_helpers import T0, Run, completed, failed, fired, output_of
 
 from durable.core.commands import CompleteOrchestration, CreateTimer, ScheduleActivity
 from durable.core.errors import PayloadTooLargeError, TaskFailedError
@@ -12,7 +13,6 @@ from durable.core.events import TaskScheduled, TimerCreated
 from durable.core.payload import PayloadCodec
 from durable.core.state import OrchestrationStatus
 from durable.core.tasks import RetryPolicy
-from engine_helpers import T0, Run, completed, failed, fired, output_of
 
 RUNNING = OrchestrationStatus.RUNNING
 COMPLETED = OrchestrationStatus.COMPLETED
@@ -176,7 +176,9 @@ def test_retry_waits_on_a_durable_timer_then_schedules_the_next_attempt():
     now = T0 + timedelta(minutes=1)
     d = run.feed(failed(0, ValueError("1")), at=now)
     assert d.commands == (CreateTimer(task_id=1, fire_at=now + timedelta(seconds=5)),)
-    assert d.events[-1] == TimerCreated(timestamp=now, task_id=1, fire_at=now + timedelta(seconds=5))
+    assert d.events[-1] == TimerCreated(
+        timestamp=now, task_id=1, fire_at=now + timedelta(seconds=5)
+    )
     d = run.feed(fired(1, now + timedelta(seconds=5)))
     assert d.commands == (ScheduleActivity(task_id=2, name="flaky", input='"x"', attempt=2),)
     d = run.feed(completed(2, "ok"))
