@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any, TypeAlias, TypeVar
 
-from durable.core.context import ActivityContext, OrchestrationContext, ReplaySafeLogger
+from durable.core.context import ActivityContext, OrchestrationContext
 from durable.core.errors import (
     NonDeterminismError,
     OrchestrationStateError,
@@ -14,6 +14,7 @@ from durable.core.errors import (
 )
 from durable.core.events import FailureDetails
 from durable.core.functions import get_name
+from durable.core.logger import ReplaySafeLogger
 from durable.core.tasks import (
     CancellableTask,
     CompletableTask,

@@ -26,9 +26,7 @@ if TYPE_CHECKING:
     import logging
 
     from durable.core.engine import Execution
-
-    # An explicit re-export, for `from durable.core.context import ReplaySafeLogger`.
-    from durable.core.logger import ReplaySafeLogger as ReplaySafeLogger  # noqa: PLC0414
+    from durable.core.logger import ReplaySafeLogger
 
 T = TypeVar("T")
 
@@ -251,7 +249,8 @@ class OrchestrationContext:
 
     def create_replay_safe_logger(self, logger: logging.Logger) -> ReplaySafeLogger:
         """A logger adapter that logs only when not replaying."""
-        from durable.core.logger import ReplaySafeLogger  # noqa: PLC0415 - see __getattr__
+        # Imported on use: `logging` loads `threading`, which the core must not load.
+        from durable.core.logger import ReplaySafeLogger  # noqa: PLC0415
 
         return ReplaySafeLogger(logger, lambda: self._x.replaying)
 
@@ -262,13 +261,3 @@ def _result_type(target: Callable[..., Any] | str, return_type: Any) -> object:
     if isinstance(target, str):
         return Any
     return declared_output_type(target)
-
-
-def __getattr__(name: str) -> object:
-    # `logging` loads `threading`, which the pure core must not do on import; the logger
-    # class is still importable from here, loaded on first use.
-    if name == "ReplaySafeLogger":
-        from durable.core.logger import ReplaySafeLogger  # noqa: PLC0415
-
-        return ReplaySafeLogger
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

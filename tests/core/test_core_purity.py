@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from durable.core import context, logger
+from durable import task
+from durable.core import logger
 
 CORE_MODULES = [
     "durable.core",
@@ -60,11 +59,9 @@ def test_the_core_imports_nothing_impure():
     assert imported_after(CORE_MODULES) == []
 
 
-def test_the_replay_safe_logger_is_still_importable_from_the_context():
-    assert context.ReplaySafeLogger is logger.ReplaySafeLogger
-    assert issubclass(context.ReplaySafeLogger, logging.LoggerAdapter)
-    with pytest.raises(AttributeError):
-        context.NoSuchName  # noqa: B018
+def test_the_replay_safe_logger_is_exported_by_the_task_module():
+    assert task.ReplaySafeLogger is logger.ReplaySafeLogger
+    assert issubclass(task.ReplaySafeLogger, logging.LoggerAdapter)
 
 
 def test_the_check_itself_sees_forbidden_imports():
