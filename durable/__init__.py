@@ -1,10 +1,11 @@
 """Durable execution for Python: orchestrations as generators, replayed from history."""
 
 from durable import task
-from durable.client import Client
+from durable.client import Client, SyncClient
 from durable.core.context import ActivityContext, OrchestrationContext
 from durable.core.engine import EngineOptions
 from durable.core.errors import (
+    CorruptHistoryError,
     DurableError,
     HistoryTooLargeError,
     InvalidTaskError,
@@ -19,7 +20,9 @@ from durable.core.errors import (
     PayloadEncodeError,
     PayloadError,
     PayloadTooLargeError,
+    StoreBusyError,
     StoreError,
+    StoreFullError,
     TaskCancelledError,
     TaskFailedError,
 )
@@ -27,7 +30,7 @@ from durable.core.events import FailureDetails, HistoryEvent
 from durable.core.history import History
 from durable.core.state import OrchestrationState, OrchestrationStatus
 from durable.core.tasks import RetryPolicy, Task, when_all, when_any
-from durable.store import MemoryStore, Store
+from durable.store import MemoryStore, SqliteStore, Store
 from durable.store.open import open_store
 from durable.worker import Worker
 
@@ -45,8 +48,10 @@ __all__ = [
     # runtime
     "Worker",
     "Client",
+    "SyncClient",
     "Store",
     "MemoryStore",
+    "SqliteStore",
     "open_store",
     "EngineOptions",
     # state and history
@@ -73,5 +78,8 @@ __all__ = [
     "PayloadTooLargeError",
     "StoreError",
     "LeaseLostError",
+    "StoreFullError",
+    "StoreBusyError",
+    "CorruptHistoryError",
     "__version__",
 ]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from durable.core.errors import OrchestrationNotFoundError, OrchestrationStateError
 from durable.core.events import (
     EventRaised,
     ExecutionResumed,
+    ExecutionRewound,
     ExecutionStarted,
     ExecutionSuspended,
     ExecutionTerminated,
@@ -23,6 +25,8 @@ from durable.core.history import History
 from durable.core.payload import DEFAULT_MAX_PAYLOAD_BYTES, PayloadCodec
 from durable.core.state import OrchestrationState, OrchestrationStatus
 from durable.store.base import InstanceQuery, Message, NewInstance, Store
+
+T = TypeVar("T")
 
 
 class Client:
@@ -127,6 +131,7 @@ class Client:
         deadline = time.monotonic() + timeout
         changes = self.store.instance_changes
         while True:
+            seen = changes.version
             state = await self.store.get_state(instance_id)
             if state is None or done(state):
                 return state
@@ -144,7 +149,7 @@ class Client:
                     f"orchestration {instance_id!r} is still {state.runtime_status.value} "
                     f"after {timeout}s{hint}"
                 )
-            await changes.wait(min(left, self._poll))
+            await changes.wait(min(left, self._poll), since=seen)
 
     async def raise_orchestration_event(
         self, instance_id: str, event_name: str, *, data: Any = None
@@ -182,13 +187,38 @@ class Client:
     async def _send(self, instance_id: str, event: InboundEvent) -> None:
         await self.store.send(Message(instance_id=instance_id, event=event))
 
-    async def purge_orchestration(self, instance_id: str) -> int:
-        """Delete a finished instance and its history; returns how many were deleted.
+    async def purge_orchestration(self, instance_id: str, *, recursive: bool = True) -> int:
+        """Delete a finished instance and its history (and, by default, its children's).
+
+        Returns:
+            How many instances were deleted (0 if there was no such instance).
 
         Raises:
-            OrchestrationStateError: the instance has not finished.
+            OrchestrationStateError: the instance (or a child) has not finished; nothing
+                was deleted.
         """
-        return await self.store.purge([instance_id])
+        return await self.store.purge([instance_id], recursive)
+
+    async def rewind_orchestration(self, instance_id: str, *, reason: str | None = None) -> None:
+        """Run a failed instance on from where it failed: only its failed steps run again.
+
+        The failure that ended it (and the failed activities and child orchestrations
+        behind it) are cancelled in its history; completed steps keep their results.
+        Failed children are rewound too. Use it after fixing the cause (a bug, a quota).
+
+        Raises:
+            OrchestrationNotFoundError: there is no such instance.
+            OrchestrationStateError: it has not failed.
+        """
+        state = await self.store.get_state(instance_id)
+        if state is None:
+            raise OrchestrationNotFoundError(f"no orchestration has id {instance_id!r}")
+        if state.runtime_status is not OrchestrationStatus.FAILED:
+            raise OrchestrationStateError(
+                f"orchestration {instance_id!r} is {state.runtime_status.value}; only failed "
+                "instances can be rewound (restart_orchestration runs any finished one anew)"
+            )
+        await self._send(instance_id, ExecutionRewound(timestamp=self.store.clock(), reason=reason))
 
     async def restart_orchestration(self, instance_id: str) -> str:
         """Run a finished instance again from its original input, under the same id.
@@ -228,7 +258,7 @@ class Client:
         created_to: datetime | None = None,
         limit: int | None = None,
         page_size: int = 100,
-    ) -> AsyncIterator[OrchestrationState]:
+    ) -> AsyncGenerator[OrchestrationState, None]:
         """Instances matching the filters, oldest first, fetched page by page.
 
         Args:
@@ -268,3 +298,157 @@ class Client:
             if token is None:
                 return
             await asyncio.sleep(0)
+
+
+class SyncClient:
+    """The `Client` for code that is not async: each method blocks until it is done.
+
+    It runs its own event loop in a background thread, so it also works where a loop is
+    already running (a notebook). Use it as a context manager, or call `close()`.
+
+    Args:
+        store: the store the workers use.
+        max_payload_bytes: the cap on inputs and event data.
+        poll_interval: how often waits look at the store when no notification arrives.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        poll_interval: float = 0.25,
+    ) -> None:
+        self.store = store
+        self._client = Client(
+            store, max_payload_bytes=max_payload_bytes, poll_interval=poll_interval
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="durable-sync-client", daemon=True
+        )
+        self._thread.start()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the client's thread (the store stays open: it is not the client's)."""
+        if self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop.is_closed():
+            coro.close()
+            raise RuntimeError("the client is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def schedule_new_orchestration(
+        self,
+        orchestrator: Callable[..., Any] | str,
+        *,
+        input: Any = None,  # noqa: A002 - durabletask's parameter name
+        instance_id: str | None = None,
+        start_at: datetime | None = None,
+    ) -> str:
+        """See `Client.schedule_new_orchestration`."""
+        return self._run(
+            self._client.schedule_new_orchestration(
+                orchestrator, input=input, instance_id=instance_id, start_at=start_at
+            )
+        )
+
+    def get_orchestration_state(self, instance_id: str) -> OrchestrationState | None:
+        """See `Client.get_orchestration_state`."""
+        return self._run(self._client.get_orchestration_state(instance_id))
+
+    def wait_for_orchestration_start(
+        self, instance_id: str, *, timeout: float = 60
+    ) -> OrchestrationState | None:
+        """See `Client.wait_for_orchestration_start`."""
+        return self._run(self._client.wait_for_orchestration_start(instance_id, timeout=timeout))
+
+    def wait_for_orchestration_completion(
+        self, instance_id: str, *, timeout: float = 60
+    ) -> OrchestrationState | None:
+        """See `Client.wait_for_orchestration_completion`."""
+        return self._run(
+            self._client.wait_for_orchestration_completion(instance_id, timeout=timeout)
+        )
+
+    def raise_orchestration_event(
+        self, instance_id: str, event_name: str, *, data: Any = None
+    ) -> None:
+        """See `Client.raise_orchestration_event`."""
+        self._run(self._client.raise_orchestration_event(instance_id, event_name, data=data))
+
+    def terminate_orchestration(
+        self, instance_id: str, *, output: Any = None, recursive: bool = True
+    ) -> None:
+        """See `Client.terminate_orchestration`."""
+        self._run(
+            self._client.terminate_orchestration(instance_id, output=output, recursive=recursive)
+        )
+
+    def suspend_orchestration(self, instance_id: str, *, reason: str | None = None) -> None:
+        """See `Client.suspend_orchestration`."""
+        self._run(self._client.suspend_orchestration(instance_id, reason=reason))
+
+    def resume_orchestration(self, instance_id: str, *, reason: str | None = None) -> None:
+        """See `Client.resume_orchestration`."""
+        self._run(self._client.resume_orchestration(instance_id, reason=reason))
+
+    def purge_orchestration(self, instance_id: str, *, recursive: bool = True) -> int:
+        """See `Client.purge_orchestration`."""
+        return self._run(self._client.purge_orchestration(instance_id, recursive=recursive))
+
+    def restart_orchestration(self, instance_id: str) -> str:
+        """See `Client.restart_orchestration`."""
+        return self._run(self._client.restart_orchestration(instance_id))
+
+    def rewind_orchestration(self, instance_id: str, *, reason: str | None = None) -> None:
+        """See `Client.rewind_orchestration`."""
+        self._run(self._client.rewind_orchestration(instance_id, reason=reason))
+
+    def get_orchestration_history(self, instance_id: str) -> History:
+        """See `Client.get_orchestration_history`."""
+        return self._run(self._client.get_orchestration_history(instance_id))
+
+    def list_orchestrations(
+        self,
+        *,
+        status: OrchestrationStatus | Sequence[OrchestrationStatus] | None = None,
+        name: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        limit: int | None = None,
+        page_size: int = 100,
+    ) -> Iterator[OrchestrationState]:
+        """See `Client.list_orchestrations`; pages are fetched as the iteration goes."""
+        pages = self._client.list_orchestrations(
+            status=status,
+            name=name,
+            created_from=created_from,
+            created_to=created_to,
+            limit=limit,
+            page_size=page_size,
+        )
+        try:
+            while True:
+                try:
+                    yield self._run(_next(pages))
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed():
+                self._run(pages.aclose())
+
+
+async def _next(pages: AsyncGenerator[OrchestrationState, None]) -> OrchestrationState:
+    return await anext(pages)

@@ -32,6 +32,7 @@ from durable.core.events import (
     ChildOrchestrationFailed,
     EventRaised,
     ExecutionCompleted,
+    ExecutionRewound,
     ExecutionStarted,
     ExecutionTerminated,
     FailureDetails,
@@ -50,6 +51,7 @@ from durable.store.base import (
     ActivityWorkItem,
     Message,
     NewInstance,
+    Notifier,
     OrchestrationCommit,
     OrchestrationWorkItem,
     Store,
@@ -251,12 +253,16 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _idle(self, notifier_wait: Callable[[float], Any]) -> None:
+    async def _idle(self, notifier: Notifier, seen: int) -> None:
+        # `seen` is the notifier's version before the look for work that found nothing:
+        # a notification that came during that look (or now) ends the wait at once.
         timeout = self._poll
         wake = await self.store.next_wake_time()
         if wake is not None:
             timeout = max(0.0, min(timeout, (wake - self.store.clock()).total_seconds()))
-        await notifier_wait(timeout)
+        assert self._stopping is not None
+        if not self._stopping.is_set():
+            await notifier.wait(timeout, since=seen)
 
     # -- orchestrations --------------------------------------------------------------
 
@@ -264,9 +270,10 @@ class Worker:
         assert self._stopping is not None
         store = self.store
         while not self._stopping.is_set():
+            seen = store.orchestration_work.version
             items = await store.claim_orchestrations(self.id, self._batch, self._lease)
             if not items:
-                await self._idle(store.orchestration_work.wait)
+                await self._idle(store.orchestration_work, seen)
                 continue
             commits: list[OrchestrationCommit] = []
             for item in items:
@@ -283,9 +290,11 @@ class Worker:
     async def _decide(self, item: OrchestrationWorkItem) -> OrchestrationCommit | None:
         iid = item.instance_id
         execution = self._cache.pop(iid, None)
+        rewinding = any(isinstance(m, ExecutionRewound) for m in item.messages)
         try:
             if (
                 execution is None
+                or rewinding
                 or execution.execution_id != item.execution_id
                 or execution.history_length != item.history_length
             ):
@@ -295,7 +304,7 @@ class Worker:
                     await self.store.abandon_orchestration(item, 0.0, None)
                     return None
                 execution = Execution(self._registry.orchestrator, self._codec, self._options)
-                execution.replay(history)
+                execution.replay(history, rewinding=rewinding)
             now = self.store.clock()
             decision = execution.step((OrchestratorStarted(timestamp=now), *item.messages))
             commit = self._commit_for(item, execution, decision, now)
@@ -403,6 +412,13 @@ class Worker:
                         parent=parent,
                     )
                     carried = [Message(instance_id=iid, event=e) for e in events]
+        for rerun in decision.reruns:  # after a rewind: run the failed steps again
+            match rerun:
+                case ScheduleActivity():
+                    activities.append(rerun)
+                case StartChildOrchestration(instance_id=child):
+                    again = ExecutionRewound(timestamp=now, reason="the parent was rewound")
+                    messages.append(Message(instance_id=child, event=again))
         return OrchestrationCommit(
             item=item,
             events=decision.events,
@@ -428,9 +444,10 @@ class Worker:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            seen = store.activity_work.version
             items = await store.claim_activities(self.id, free, self._lease)
             if not items:
-                await self._idle(store.activity_work.wait)
+                await self._idle(store.activity_work, seen)
                 continue
             for item in items:
                 task = asyncio.create_task(self._run_activity(item))

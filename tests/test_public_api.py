@@ -9,13 +9,16 @@ from durable import task
 
 EXPECTED = {
     "task", "OrchestrationContext", "ActivityContext", "Task", "RetryPolicy", "when_all",
-    "when_any", "Worker", "Client", "Store", "MemoryStore", "open_store", "EngineOptions",
+    "when_any", "Worker", "Client", "SyncClient", "Store", "MemoryStore", "SqliteStore",
+    "open_store", "EngineOptions",
     "OrchestrationState", "OrchestrationStatus", "FailureDetails", "History", "HistoryEvent",
     "DurableError", "NonDeterminismError", "OrchestrationFailedError",
     "OrchestrationAlreadyExistsError", "OrchestrationNotFoundError", "OrchestrationStateError",
     "TaskFailedError", "TaskCancelledError", "InvalidTaskError", "NotRegisteredError",
     "HistoryTooLargeError", "PayloadError", "PayloadEncodeError", "PayloadDecodeError",
-    "PayloadTooLargeError", "StoreError", "LeaseLostError", "__version__",
+    "PayloadTooLargeError", "StoreError", "LeaseLostError", "StoreFullError", "StoreBusyError",
+    "CorruptHistoryError",
+    "__version__",
 }  # fmt: skip
 
 

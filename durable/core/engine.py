@@ -43,6 +43,7 @@ from durable.core.events import (
     EventSent,
     ExecutionCompleted,
     ExecutionResumed,
+    ExecutionRewound,
     ExecutionStarted,
     ExecutionSuspended,
     ExecutionTerminated,
@@ -101,6 +102,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
         custom_status: the custom status after this step.
         output: the encoded output, when it completed or was terminated with one.
         failure: why it failed, when it failed.
+        reruns: after a rewind, the activities and children still awaited, to run (or
+            rewind) again; they are recorded already and get no new events.
     """
 
     events: tuple[HistoryEvent, ...]
@@ -109,6 +112,7 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     custom_status: str | None = None
     output: str | None = None
     failure: FailureDetails | None = None
+    reruns: tuple[ScheduleActivity | StartChildOrchestration, ...] = ()
 
 
 @dataclass(slots=True)
@@ -128,6 +132,7 @@ class _Waiting:
     what: str = ""
     retry: _Retry | None = None
     retry_of: _Waiting | None = None  # set on the timer that delays a retry
+    command: TaskCommand | None = None  # what started it, for a rewind to run it again
 
 
 @dataclass(slots=True)
@@ -193,6 +198,7 @@ class Execution:
         self._continue_as_new: tuple[str | None, bool] | None = None
         self._finish: _Finish | None = None
         self._finish_recorded = False  # the end event is in history (replayed or decided)
+        self._reruns: list[ScheduleActivity | StartChildOrchestration] = []
 
     @property
     def is_finished(self) -> bool:
@@ -223,18 +229,25 @@ class Execution:
 
     # -- driving -------------------------------------------------------------------------
 
-    def replay(self, history: Sequence[HistoryEvent]) -> None:
+    def replay(self, history: Sequence[HistoryEvent], *, rewinding: bool = False) -> None:
         """Re-run the orchestrator against events already recorded.
+
+        Args:
+            history: the recorded events.
+            rewinding: an `ExecutionRewound` event is about to be stepped in: replay as
+                if it followed `history` (its failed end does not happen).
 
         Raises:
             NonDeterminismError: the code no longer does what the history records.
         """
         self._patches_recorded.update(e.patch_id for e in history if isinstance(e, PatchApplied))
+        voided = rewound_events(history, rewinding)
         self.replaying = True
         try:
-            for event in history:
+            for index, event in enumerate(history):
                 self._count(event)
-                self._apply(event)
+                if index not in voided:
+                    self._apply(event)
         finally:
             self.replaying = False
 
@@ -306,6 +319,7 @@ class Execution:
                 events.append(end_event)
         for event in events[len(applied) :]:
             self._count(event)
+        reruns, self._reruns = tuple(self._reruns), []
         return Decision(
             events=tuple(events),
             commands=tuple(commands),
@@ -313,6 +327,7 @@ class Execution:
             custom_status=self.custom_status,
             output=output,
             failure=failure,
+            reruns=reruns,
         )
 
     def _count(self, event: HistoryEvent) -> None:
@@ -379,6 +394,13 @@ class Execution:
             case ExecutionTerminated(output=o):
                 self._finish = _Finish("TERMINATED", output=o)
                 self._close()
+            case ExecutionRewound():
+                if not self.replaying:  # what was awaited when it failed must run again
+                    self._reruns = [
+                        w.command
+                        for _, w in sorted(self._open.items())
+                        if isinstance(w.command, ScheduleActivity | StartChildOrchestration)
+                    ]
             case PatchApplied():
                 pass  # collected before replay started
             case ContinuedAsNew() | ExecutionCompleted():
@@ -497,7 +519,9 @@ class Execution:
             again.retry.attempt += 1
             attempt = again.retry.attempt
             make = again.retry.make
-            self._open[self._add(lambda i: make(i, attempt))] = again
+            retry_id = self._add(lambda i: make(i, attempt))
+            again.command = self._pending[retry_id]
+            self._open[retry_id] = again
         else:
             waiting.task.complete(None)
 
@@ -618,7 +642,9 @@ class Execution:
             retry = _Retry(retry_policy, self.now, make)
         if self._accepting:
             task_id = self._add(lambda i: make(i, 1))
-            self._open[task_id] = _Waiting(task, result_type, what, retry)
+            self._open[task_id] = _Waiting(
+                task, result_type, what, retry, command=self._pending[task_id]
+            )
         return task
 
     def start_timer(self, fire_at: datetime) -> TimerTask:
@@ -656,6 +682,37 @@ class Execution:
                 self._new_patches.append(patch_id)
             self._patches[patch_id] = decided
         return decided
+
+
+def rewound_events(history: Sequence[HistoryEvent], rewinding: bool = False) -> frozenset[int]:
+    """Positions of the events that rewinds cancel, which replay skips.
+
+    Each `ExecutionRewound` (and, with `rewinding`, one about to follow the history)
+    cancels the FAILED end before it and the task and child failures applied in that
+    end's batch: the failures that ended the execution. Earlier failures stay: the code
+    handled them, since the execution went on.
+    """
+    marks = [i for i, e in enumerate(history) if isinstance(e, ExecutionRewound)]
+    if rewinding:
+        marks.append(len(history))
+    voided: set[int] = set()
+    for mark in marks:
+        end = next(
+            (i for i in range(mark - 1, -1, -1) if isinstance(history[i], ExecutionCompleted)),
+            None,
+        )
+        event = history[end] if end is not None else None
+        if end is None or end in voided or not isinstance(event, ExecutionCompleted):
+            continue
+        if event.status != "FAILED":
+            continue
+        voided.add(end)
+        i = end - 1
+        while i >= 0 and not isinstance(history[i], OrchestratorStarted):
+            if isinstance(history[i], TaskFailed | ChildOrchestrationFailed):
+                voided.add(i)
+            i -= 1
+    return frozenset(voided)
 
 
 def _hit_history_cap(event: HistoryEvent) -> TypeGuard[ExecutionCompleted]:

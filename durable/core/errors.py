@@ -95,6 +95,27 @@ class LeaseLostError(StoreError):
     """
 
 
+class StoreFullError(StoreError):
+    """The store has no space left (disk full, or a size limit reached).
+
+    The transaction that raised this was rolled back whole; retry once space is back.
+    """
+
+
+class StoreBusyError(StoreError):
+    """The store stayed locked by another connection past the busy timeout.
+
+    The transaction that raised this was rolled back whole; it is safe to retry.
+    """
+
+
+class CorruptHistoryError(StoreError):
+    """A stored event cannot be decoded: the data was damaged or written by other software.
+
+    Only the instance that owns the event is affected; it stays as it is, blocked.
+    """
+
+
 for _cls in list(globals().values()):
     # Failure details name errors by module and qualname; users see and match the
     # public path `durable.X`, not the private module that defines it.

@@ -161,6 +161,16 @@ class ExecutionTerminated(_Event, tag=True, frozen=True):
     recurse: bool = True
 
 
+class ExecutionRewound(_Event, tag=True, frozen=True):
+    """Cancels the failure that ended the execution, so its failed steps run again.
+
+    Replay skips the FAILED end recorded before this event and the task and child
+    failures applied in that end's batch; everything else stays as recorded.
+    """
+
+    reason: str | None = None
+
+
 class PatchApplied(_Event, tag=True, frozen=True):
     """Records that this execution took the new branch of `ctx.is_patched(patch_id)`."""
 
@@ -201,6 +211,7 @@ HistoryEvent = (
     | ExecutionSuspended
     | ExecutionResumed
     | ExecutionTerminated
+    | ExecutionRewound
     | PatchApplied
     | ContinuedAsNew
     | ExecutionCompleted
@@ -219,4 +230,5 @@ InboundEvent = (
     | ExecutionSuspended
     | ExecutionResumed
     | ExecutionTerminated
+    | ExecutionRewound
 )

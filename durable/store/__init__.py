@@ -2,5 +2,6 @@
 
 from durable.store.base import Store
 from durable.store.memory import MemoryStore
+from durable.store.sqlite import SqliteStore
 
-__all__ = ["MemoryStore", "Store"]
+__all__ = ["MemoryStore", "SqliteStore", "Store"]

@@ -149,10 +149,13 @@ class Notifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.version = 0
+        """Counts notifications; pass the value read before a look for work to `wait`."""
 
     def notify(self) -> None:
         """Wake every current waiter."""
         with self._lock:
+            self.version += 1
             waiters, self._waiters = self._waiters, []
         running = asyncio._get_running_loop()
         for loop, fut in waiters:
@@ -161,12 +164,19 @@ class Notifier:
             elif not loop.is_closed():
                 loop.call_soon_threadsafe(_wake, fut)
 
-    async def wait(self, timeout: float | None) -> bool:
-        """Wait for the next `notify()` or `timeout` seconds; True if notified."""
+    async def wait(self, timeout: float | None, since: int | None = None) -> bool:
+        """Wait for the next `notify()` or `timeout` seconds; True if notified.
+
+        Args:
+            timeout: the longest wait, in seconds.
+            since: a `version` read earlier: return at once if a notification came since.
+        """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         entry = (loop, fut)
         with self._lock:
+            if since is not None and since != self.version:
+                return True
             self._waiters.append(entry)
         try:
             done, _ = await asyncio.wait({fut}, timeout=timeout)
@@ -229,8 +239,12 @@ class Store(Protocol):
         """Instances matching `query`, oldest first."""
         ...
 
-    async def purge(self, instance_ids: Sequence[str]) -> int:
+    async def purge(self, instance_ids: Sequence[str], recursive: bool = False) -> int:
         """Delete finished instances whole; returns how many were deleted.
+
+        Args:
+            instance_ids: the instances.
+            recursive: also delete their child orchestrations, and theirs.
 
         Raises:
             OrchestrationStateError: one of them has not finished (nothing is deleted).

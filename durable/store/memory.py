@@ -21,6 +21,7 @@ from durable.core.events import (
     ChildOrchestrationFailed,
     EventRaised,
     ExecutionResumed,
+    ExecutionRewound,
     ExecutionStarted,
     ExecutionSuspended,
     ExecutionTerminated,
@@ -179,7 +180,10 @@ class MemoryStore:
         self.orchestration_work.notify()
 
     def _deliver(self, inst: _Instance, message: Message) -> None:
-        if inst.status.is_terminal:
+        rewind = isinstance(message.event, ExecutionRewound)
+        failed = inst.status is OrchestrationStatus.FAILED
+        # A failed instance keeps what arrives, for a rewind to use; others drop it.
+        if (inst.status.is_terminal and not failed) or (rewind and not failed):
             return
         if message.execution_id is not None and message.execution_id != inst.start.execution_id:
             return
@@ -214,18 +218,30 @@ class MemoryStore:
                 next_token=str(page[-1].order) if more else None,
             )
 
-    async def purge(self, instance_ids: Sequence[str]) -> int:
+    async def purge(self, instance_ids: Sequence[str], recursive: bool = False) -> int:
         with self._lock:
-            targets = [self._instances[i] for i in instance_ids if i in self._instances]
-            for inst in targets:
+            found: dict[str, _Instance] = {}
+            queue = list(instance_ids)
+            while queue:
+                iid = queue.pop()
+                inst = self._instances.get(iid)
+                if inst is None or iid in found:
+                    continue
                 if not inst.status.is_terminal:
                     raise OrchestrationStateError(
-                        f"orchestration {inst.start.instance_id!r} is {inst.status.value}; "
+                        f"orchestration {iid!r} is {inst.status.value}; "
                         "only finished instances can be purged: terminate it first"
                     )
-            for inst in targets:
-                del self._instances[inst.start.instance_id]
-            return len(targets)
+                found[iid] = inst
+                if recursive:
+                    queue.extend(
+                        c.start.instance_id
+                        for c in self._instances.values()
+                        if c.start.parent is not None and c.start.parent.instance_id == iid
+                    )
+            for iid in found:
+                del self._instances[iid]
+            return len(found)
 
     # -- orchestration work ----------------------------------------------------------
 
@@ -245,7 +261,11 @@ class MemoryStore:
                 iid = next(iter(self._ready))
                 del self._ready[iid]
                 inst = self._instances.get(iid)
-                if inst is None or inst.status.is_terminal:
+                if inst is None:
+                    continue
+                if inst.status.is_terminal and not any(
+                    isinstance(m.event, ExecutionRewound) for m in inst.inbox
+                ):
                     continue
                 if inst.lease_owner is not None and inst.lease_expires and inst.lease_expires > now:
                     continue  # re-queued when the lease holder commits or the lease expires
@@ -351,7 +371,7 @@ class MemoryStore:
                 self._enqueue(inst, m.event, None)
             for old in kept:
                 self._enqueue(inst, old.event, old.visible_at)
-        elif inst.status.is_terminal:
+        elif inst.status.is_terminal and inst.status is not OrchestrationStatus.FAILED:
             inst.inbox = []
         for message in commit.messages:
             target = self._instances.get(message.instance_id)

@@ -91,6 +91,7 @@ EVENTS = {
     ),
     ev.ExecutionSuspended: event_of(ev.ExecutionSuspended, reason=st.none() | texts),
     ev.ExecutionResumed: event_of(ev.ExecutionResumed, reason=st.none() | texts),
+    ev.ExecutionRewound: event_of(ev.ExecutionRewound, reason=st.none() | texts),
     ev.ExecutionTerminated: event_of(
         ev.ExecutionTerminated, output=payloads, recurse=st.booleans()
     ),

@@ -1,12 +1,20 @@
-"""Shared fixtures for the end-to-end tests: a fresh in-memory store per test."""
+"""Shared fixtures for the end-to-end tests: every test runs on each store."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 import durable
 
 
-@pytest.fixture
-def store() -> durable.MemoryStore:
-    return durable.MemoryStore()
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[durable.Store]:
+    """A fresh store: in memory, or a SQLite file in the test's directory."""
+    if request.param == "memory":
+        yield durable.MemoryStore()
+        return
+    async with durable.SqliteStore(tmp_path / "durable.db") as sqlite:
+        yield sqlite
