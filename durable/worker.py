@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -25,7 +26,13 @@ from durable.core.commands import (
 )
 from durable.core.context import ActivityContext
 from durable.core.engine import Decision, EngineOptions, Execution
-from durable.core.errors import DurableError, NotRegisteredError, TaskFailedError
+from durable.core.errors import (
+    CorruptHistoryError,
+    DurableError,
+    NotRegisteredError,
+    StoreError,
+    TaskFailedError,
+)
 from durable.core.events import (
     ChildOrchestrationCompleted,
     ChildOrchestrationCreated,
@@ -190,7 +197,7 @@ class Worker:
         assert self._results_ready is not None
         self._results_ready.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._flush_results()
+        await self._flush_results(give_up_after=self._grace)
         self._tasks = []
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -281,7 +288,15 @@ class Worker:
                 if commit is not None:
                     commits.append(commit)
             if commits:
-                outcomes = await store.commit_orchestrations(commits)
+                try:
+                    outcomes = await store.commit_orchestrations(commits)
+                except StoreError as e:  # nothing was written: the decisions are made again
+                    log.warning("could not commit %d decisions (%s); retrying", len(commits), e)
+                    for commit in commits:
+                        self._cache.pop(commit.item.instance_id, None)
+                        await self._release(commit.item, self._poll)
+                    await self._sleep(self._poll)
+                    continue
                 for commit, outcome in zip(commits, outcomes, strict=True):
                     if outcome is not None:
                         log.warning("commit for %s rejected: %s", commit.item.instance_id, outcome)
@@ -309,6 +324,10 @@ class Worker:
             decision = execution.step((OrchestratorStarted(timestamp=now), *item.messages))
             commit = self._commit_for(item, execution, decision, now)
         except Exception as e:  # non-determinism, or a bug: block the instance, lose nothing
+            if isinstance(e, StoreError) and not isinstance(e, CorruptHistoryError):
+                log.warning("orchestration %s: the store failed (%s); retrying", iid, e)
+                await self._release(item, self._poll)  # the store's trouble, not the code's
+                return None
             stop = next((m for m in item.messages if isinstance(m, ExecutionTerminated)), None)
             if stop is not None:  # ...but a blocked instance can still be terminated
                 self._blocked.pop(iid, None)
@@ -353,6 +372,10 @@ class Worker:
             output=stop.output,
             messages=tuple(messages),
         )
+
+    async def _release(self, item: OrchestrationWorkItem, retry_after: float) -> None:
+        with contextlib.suppress(StoreError):  # if this fails too, the lease runs out
+            await self.store.abandon_orchestration(item, retry_after, None)
 
     async def _block(self, item: OrchestrationWorkItem, error: Exception) -> None:
         blocked = self._blocked.setdefault(item.instance_id, _Blocked(0))
@@ -500,10 +523,26 @@ class Worker:
             self._results_ready.clear()
             await self._flush_results()
 
-    async def _flush_results(self) -> None:
+    async def _flush_results(self, give_up_after: float | None = None) -> None:
+        # A store that cannot take the results now (busy, full) gets them later; after
+        # `give_up_after` seconds they are dropped and the activities run again elsewhere.
+        delay = 0.05
+        deadline = None if give_up_after is None else time.monotonic() + give_up_after
         while self._results:
             batch, self._results = self._results, []
-            await self.store.complete_activities(batch)
+            try:
+                await self.store.complete_activities(batch)
+            except StoreError as e:
+                self._results[:0] = batch
+                if deadline is None and self._stopping is not None and self._stopping.is_set():
+                    return  # shutdown makes the last attempts
+                if deadline is not None and time.monotonic() > deadline:
+                    log.error("dropping %d activity results: %s", len(batch), e)
+                    self._results.clear()
+                    return
+                log.warning("could not record %d activity results (%s); retrying", len(batch), e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max(self._poll, 0.05) * 4)
 
     async def _renew_loop(self) -> None:
         assert self._stopping is not None
