@@ -6,18 +6,29 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from durable.demo import run_demo
+from durable import demo as demo_module
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `durable` command; returns the exit code."""
     parser = argparse.ArgumentParser(prog="durable", description="Durable execution for Python.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run a small durable research agent and show what happens")
+    demo = commands.add_parser(
+        "demo",
+        help="run a durable research agent on SQLite, kill its worker, and watch it resume",
+    )
+    demo.add_argument("--worker", metavar="DB", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.command == "demo":
-        asyncio.run(run_demo())
+        try:
+            if args.worker is not None:
+                asyncio.run(demo_module.run_worker(args.worker))
+            else:
+                asyncio.run(demo_module.run_demo())
+        except KeyboardInterrupt:
+            return 130
         return 0
     parser.error(f"unknown command {args.command!r}")
     return 2

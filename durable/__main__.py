@@ -1,0 +1,7 @@
+"""`python -m durable`: the same as the `durable` command."""
+
+import sys
+
+from durable.cli import main
+
+sys.exit(main())
