@@ -66,6 +66,7 @@ from durable.core.state import OrchestrationStatus
 from durable.core.tasks import (
     CancellableTask,
     CompletableTask,
+    CompositeTask,
     RetryableTask,
     RetryPolicy,
     Task,
@@ -199,6 +200,11 @@ class Execution:
         self._finish: _Finish | None = None
         self._finish_recorded = False  # the end event is in history (replayed or decided)
         self._reruns: list[ScheduleActivity | StartChildOrchestration] = []
+        self._cancels: tuple[int, ...] = ()  # what the rewind being stepped in cancels
+        self._index = -1  # position of the event being replayed
+        self._tracking = False  # note which failure events end the execution
+        self._raised_at: dict[int, tuple[BaseException, tuple[int, ...]]] = {}
+        self._fatal: set[int] = set()
 
     @property
     def is_finished(self) -> bool:
@@ -241,15 +247,38 @@ class Execution:
             NonDeterminismError: the code no longer does what the history records.
         """
         self._patches_recorded.update(e.patch_id for e in history if isinstance(e, PatchApplied))
-        voided = rewound_events(history, rewinding)
+        cancelled = cancelled_events(history)
+        if rewinding:
+            self._cancels = self._rewind_plan(history, cancelled)
+            cancelled |= set(self._cancels)
         self.replaying = True
         try:
             for index, event in enumerate(history):
                 self._count(event)
-                if index not in voided:
+                if index not in cancelled:
+                    self._index = index
                     self._apply(event)
         finally:
             self.replaying = False
+
+    def _rewind_plan(self, history: Sequence[HistoryEvent], cancelled: set[int]) -> tuple[int, ...]:
+        # Replay once on the side, noting which failure events the orchestrator let
+        # through to its end: with its FAILED end, those are what a rewind cancels.
+        end = next(
+            (
+                i
+                for i in range(len(history) - 1, -1, -1)
+                if isinstance(history[i], ExecutionCompleted) and i not in cancelled
+            ),
+            None,
+        )
+        last = history[end] if end is not None else None
+        if end is None or not isinstance(last, ExecutionCompleted) or last.status != "FAILED":
+            return ()
+        probe = Execution(self._lookup, self.codec, self.options)
+        probe._tracking = True
+        probe.replay(history[:end])
+        return (*sorted(probe._fatal), end)
 
     def step(self, new_events: Sequence[HistoryEvent]) -> Decision:
         """Apply events not yet recorded and decide what to do next.
@@ -265,6 +294,13 @@ class Execution:
             if self._finish is not None:
                 if self._finish.save_events and isinstance(event, EventRaised):
                     self._finish.carried.append(event)
+                continue
+            if isinstance(event, ExecutionRewound):  # recorded with what it cancels
+                rewound = msgspec.structs.replace(event, cancels=self._cancels)
+                self._cancels = ()
+                applied.append(rewound)
+                self._count(rewound)
+                self._apply(rewound)
                 continue
             applied.append(event)
             self._count(event)
@@ -398,8 +434,9 @@ class Execution:
                 if not self.replaying:  # what was awaited when it failed must run again
                     self._reruns = [
                         w.command
-                        for _, w in sorted(self._open.items())
-                        if isinstance(w.command, ScheduleActivity | StartChildOrchestration)
+                        for i, w in sorted(self._open.items())
+                        if i not in self._pending  # new calls are scheduled as usual
+                        and isinstance(w.command, ScheduleActivity | StartChildOrchestration)
                     ]
             case PatchApplied():
                 pass  # collected before replay started
@@ -509,6 +546,9 @@ class Execution:
         waiting.task.fail(
             f"{waiting.what} failed: {failure.error_type}: {failure.message}", failure
         )
+        error = waiting.task._exception
+        if self._tracking and error is not None:
+            self._raised_at[id(error)] = (error, (self._index,))
 
     def _timer_fired(self, task_id: int) -> None:
         waiting = self._open.pop(task_id, None)
@@ -559,7 +599,10 @@ class Execution:
                 value = task._result
                 self._advance(_sender(gen, value))
             else:
-                self._advance(_thrower(gen, _fresh(error)))
+                fresh = _fresh(error)
+                if self._tracking:
+                    self._raised_at[id(fresh)] = (fresh, tuple(self._failures_in(task)))
+                self._advance(_thrower(gen, fresh))
 
     def _advance(self, resume: Callable[[], Any]) -> None:
         gen = self._gen
@@ -571,6 +614,8 @@ class Execution:
                 self._return(stop.value)
                 return
             except Exception as e:
+                if self._tracking:
+                    self._note_fatal(e)
                 self._fail(e)
                 return
             if self._continue_as_new is not None:
@@ -581,6 +626,26 @@ class Execution:
                 return
             resume = _thrower(gen, _not_a_task(self.name, yielded))
         self._fail(InvalidTaskError(f"orchestrator {self.name!r} keeps yielding non-tasks"))
+
+    def _failures_in(self, task: Task[Any]) -> set[int]:
+        # The failure events of a failed task: for when_all, those of all its children.
+        if isinstance(task, CompositeTask):
+            return set().union(*(self._failures_in(t) for t in task._tasks))
+        error = task._exception
+        found = self._raised_at.get(id(error)) if error is not None else None
+        return set(found[1]) if found is not None else set()
+
+    def _note_fatal(self, error: BaseException) -> None:
+        # The failure events behind the error that ends the orchestrator (as raised, or
+        # as the cause or context of what it raised instead).
+        seen: set[int] = set()
+        chain: BaseException | None = error
+        while chain is not None and id(chain) not in seen:
+            seen.add(id(chain))
+            found = self._raised_at.get(id(chain))
+            if found is not None:
+                self._fatal.update(found[1])
+            chain = chain.__cause__ or chain.__context__
 
     def _return(self, value: Any) -> None:
         if self._continue_as_new is not None:
@@ -684,35 +749,13 @@ class Execution:
         return decided
 
 
-def rewound_events(history: Sequence[HistoryEvent], rewinding: bool = False) -> frozenset[int]:
-    """Positions of the events that rewinds cancel, which replay skips.
-
-    Each `ExecutionRewound` (and, with `rewinding`, one about to follow the history)
-    cancels the FAILED end before it and the task and child failures applied in that
-    end's batch: the failures that ended the execution. Earlier failures stay: the code
-    handled them, since the execution went on.
-    """
-    marks = [i for i, e in enumerate(history) if isinstance(e, ExecutionRewound)]
-    if rewinding:
-        marks.append(len(history))
-    voided: set[int] = set()
-    for mark in marks:
-        end = next(
-            (i for i in range(mark - 1, -1, -1) if isinstance(history[i], ExecutionCompleted)),
-            None,
-        )
-        event = history[end] if end is not None else None
-        if end is None or end in voided or not isinstance(event, ExecutionCompleted):
-            continue
-        if event.status != "FAILED":
-            continue
-        voided.add(end)
-        i = end - 1
-        while i >= 0 and not isinstance(history[i], OrchestratorStarted):
-            if isinstance(history[i], TaskFailed | ChildOrchestrationFailed):
-                voided.add(i)
-            i -= 1
-    return frozenset(voided)
+def cancelled_events(history: Sequence[HistoryEvent]) -> set[int]:
+    """Positions of the events that recorded rewinds cancel; replay skips them."""
+    cancelled: set[int] = set()
+    for event in history:
+        if isinstance(event, ExecutionRewound):
+            cancelled.update(event.cancels)
+    return cancelled
 
 
 def _hit_history_cap(event: HistoryEvent) -> TypeGuard[ExecutionCompleted]:

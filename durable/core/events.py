@@ -164,11 +164,15 @@ class ExecutionTerminated(_Event, tag=True, frozen=True):
 class ExecutionRewound(_Event, tag=True, frozen=True):
     """Cancels the failure that ended the execution, so its failed steps run again.
 
-    Replay skips the FAILED end recorded before this event and the task and child
-    failures applied in that end's batch; everything else stays as recorded.
+    Attributes:
+        reason: why, as the client gave it.
+        cancels: positions in this history of the events replay skips from now on: the
+            FAILED end and the task and child failures that caused it (filled in by the
+            engine when it records the event).
     """
 
     reason: str | None = None
+    cancels: tuple[int, ...] = ()
 
 
 class PatchApplied(_Event, tag=True, frozen=True):

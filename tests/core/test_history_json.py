@@ -91,7 +91,11 @@ EVENTS = {
     ),
     ev.ExecutionSuspended: event_of(ev.ExecutionSuspended, reason=st.none() | texts),
     ev.ExecutionResumed: event_of(ev.ExecutionResumed, reason=st.none() | texts),
-    ev.ExecutionRewound: event_of(ev.ExecutionRewound, reason=st.none() | texts),
+    ev.ExecutionRewound: event_of(
+        ev.ExecutionRewound,
+        reason=st.none() | texts,
+        cancels=st.lists(st.integers(0, 99)).map(tuple),
+    ),
     ev.ExecutionTerminated: event_of(
         ev.ExecutionTerminated, output=payloads, recurse=st.booleans()
     ),
@@ -166,6 +170,7 @@ def _filled(kind: type) -> ev.HistoryEvent:
         "patch_id": "p",
         "carried_events": (ev.EventRaised(timestamp=t, name="x", input="1"),),
         "status": "FAILED",
+        "cancels": (4, 5),
     }
     fields = {f: values[f] for f in kind.__struct_fields__ if f != "timestamp"}
     return kind(timestamp=t, **fields)
