@@ -13,37 +13,17 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import aiosqlite
-import msgspec
 
-from durable.core.errors import (
-    CorruptHistoryError,
-    LeaseLostError,
-    OrchestrationAlreadyExistsError,
-    OrchestrationNotFoundError,
-    OrchestrationStateError,
-    StoreBusyError,
-    StoreError,
-    StoreFullError,
-)
-from durable.core.events import (
-    ChildOrchestrationFailed,
-    EventRaised,
-    ExecutionResumed,
-    ExecutionRewound,
-    ExecutionStarted,
-    ExecutionSuspended,
-    ExecutionTerminated,
-    FailureDetails,
-    HistoryEvent,
-    InboundEvent,
-)
-from durable.core.history import decode_event, encode_event
-from durable.core.state import OrchestrationState, OrchestrationStatus
+from durable.core.errors import StoreBusyError, StoreError, StoreFullError
+from durable.core.events import FailureDetails, HistoryEvent
+from durable.core.state import OrchestrationState
+from durable.store import _sqlite_sql as sql
+from durable.store._sqlite_sql import SCHEMA_VERSION, Conn
 from durable.store.base import (
     ActivityResult,
     ActivityWorkItem,
@@ -58,116 +38,13 @@ from durable.store.base import (
     utc_now,
 )
 
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+
 T = TypeVar("T")
-Conn = sqlite3.Connection
-
-SCHEMA_VERSION: Final = 1
-
-# Each entry moves the schema from version i to i + 1; never edit one that has shipped.
-_MIGRATIONS: Final[tuple[str, ...]] = (
-    """
-    CREATE TABLE instances (
-        instance_id     TEXT PRIMARY KEY,
-        ord             INTEGER NOT NULL UNIQUE,  -- creation order, for listing
-        name            TEXT NOT NULL,
-        execution_id    TEXT NOT NULL,
-        start           BLOB NOT NULL,            -- the current ExecutionStarted, JSON
-        parent_id       TEXT,
-        status          TEXT NOT NULL,
-        created_at      INTEGER NOT NULL,         -- times: microseconds since 1970, UTC
-        updated_at      INTEGER NOT NULL,
-        scheduled_start INTEGER,
-        input           TEXT,
-        output          TEXT,
-        custom_status   TEXT,
-        failure         BLOB,
-        history_length  INTEGER NOT NULL DEFAULT 0,
-        wake_at         INTEGER,                  -- when it next has work; NULL: none
-        lease_owner     TEXT,
-        lease_expires   INTEGER
-    );
-    CREATE INDEX instances_wake ON instances (wake_at) WHERE wake_at IS NOT NULL;
-    CREATE INDEX instances_parent ON instances (parent_id) WHERE parent_id IS NOT NULL;
-    CREATE INDEX instances_status ON instances (status, ord);
-    CREATE INDEX instances_name ON instances (name, ord);
-
-    -- The append-only log of the current execution of each instance.
-    CREATE TABLE history (
-        instance_id TEXT NOT NULL,
-        seq         INTEGER NOT NULL,
-        event       BLOB NOT NULL,
-        PRIMARY KEY (instance_id, seq)
-    ) WITHOUT ROWID;
-
-    -- Inbound events not yet in a history: results, external events, and timers (a
-    -- timer is a TimerFired message invisible until its due time).
-    CREATE TABLE messages (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        instance_id TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        visible_at  INTEGER,
-        event       BLOB NOT NULL
-    );
-    CREATE INDEX messages_instance ON messages (instance_id, id);
-
-    CREATE TABLE activities (
-        id           INTEGER PRIMARY KEY AUTOINCREMENT,
-        instance_id  TEXT NOT NULL,
-        execution_id TEXT NOT NULL,
-        task_id      INTEGER NOT NULL,
-        name         TEXT NOT NULL,
-        input        TEXT,
-        attempt      INTEGER NOT NULL,
-        ready_at     INTEGER NOT NULL,            -- claimable from then: creation or lease end
-        lease_owner  TEXT,
-        UNIQUE (instance_id, execution_id, task_id)
-    );
-    CREATE INDEX activities_ready ON activities (ready_at);
-    """,
-)
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _PRAGMA_NAME = re.compile(r"[a-z_]{1,64}")
 _PRAGMA_VALUE = re.compile(r"-?[A-Za-z0-9_]{1,64}")
-
-_TERMINAL = tuple(s.value for s in OrchestrationStatus if s.is_terminal)
-_FAILED = OrchestrationStatus.FAILED.value
-# Messages that concern the instance rather than one execution survive continue-as-new.
-_INSTANCE_KINDS = tuple(
-    c.__name__ for c in (EventRaised, ExecutionSuspended, ExecutionResumed, ExecutionTerminated)
-)
-# Messages that may be claimed before the instance's (delayed) start is due.
-_STARTER_KINDS = (ExecutionStarted.__name__, ExecutionTerminated.__name__)
-_REWOUND = ExecutionRewound.__name__
-
-_FAILURE_ENCODER = msgspec.json.Encoder()
-_FAILURE_DECODER = msgspec.json.Decoder(FailureDetails)
-_START_DECODER = msgspec.json.Decoder(ExecutionStarted)
-
-_STATE_COLUMNS = (
-    "instance_id, name, status, created_at, updated_at, input, output, custom_status, "
-    "failure, parent_id, execution_id, scheduled_start"
-)
-
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
-
-
-def _us(t: datetime) -> int:
-    return ((t if t.tzinfo else t.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND
-
-
-def _dt(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def _opt_dt(us: int | None) -> datetime | None:
-    return None if us is None else _dt(us)
-
-
-def _kind(event: InboundEvent) -> str:
-    return type(event).__name__
 
 
 class SqliteStore:
@@ -293,7 +170,7 @@ class SqliteStore:
                     f"{self.path} has schema version {version}, newer than this durable "
                     f"({SCHEMA_VERSION}); upgrade durable"
                 )
-            for script in _MIGRATIONS[version:]:
+            for script in sql.MIGRATIONS[version:]:
                 for statement in _statements(script):
                     raw.execute(statement)
             raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -326,28 +203,28 @@ class SqliteStore:
     # -- instances -------------------------------------------------------------------
 
     async def create_instance(self, instance: NewInstance) -> None:
-        await self._write(_create, instance, _us(self.clock()))
+        await self._write(sql.create, instance, sql.us(self.clock()))
         self.orchestration_work.notify()
         self.instance_changes.notify()
 
     async def send(self, message: Message) -> None:
-        await self._write(_send, message, _us(self.clock()))
+        await self._write(sql.send, message, sql.us(self.clock()))
         self.orchestration_work.notify()
 
     async def get_state(self, instance_id: str) -> OrchestrationState | None:
-        return await self._read(_get_state, instance_id)
+        return await self._read(sql.get_state, instance_id)
 
     async def get_history(self, instance_id: str) -> list[HistoryEvent]:
-        return await self._read(_history, instance_id, None)
+        return await self._read(sql.history, instance_id, None)
 
     async def load_history(self, instance_id: str, execution_id: str) -> list[HistoryEvent]:
-        return await self._read(_history, instance_id, execution_id)
+        return await self._read(sql.history, instance_id, execution_id)
 
     async def list_instances(self, query: InstanceQuery) -> InstancePage:
-        return await self._read(_list, query)
+        return await self._read(sql.list_page, query)
 
     async def purge(self, instance_ids: Sequence[str], recursive: bool = False) -> int:
-        count = await self._write(_purge, list(instance_ids), recursive)
+        count = await self._write(sql.purge, list(instance_ids), recursive)
         self.instance_changes.notify()
         return count
 
@@ -356,13 +233,13 @@ class SqliteStore:
     async def claim_orchestrations(
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[OrchestrationWorkItem]:
-        now = _us(self.clock())
-        return await self._write(_claim, owner, limit, now, now + int(lease_seconds * 1e6))
+        now = sql.us(self.clock())
+        return await self._write(sql.claim, owner, limit, now, now + int(lease_seconds * 1e6))
 
     async def commit_orchestrations(
         self, commits: Sequence[OrchestrationCommit]
     ) -> list[Exception | None]:
-        outcomes, activities = await self._write(_commit_all, commits, _us(self.clock()))
+        outcomes, activities = await self._write(sql.commit_all, commits, sql.us(self.clock()))
         if activities:
             self.activity_work.notify()
         self.orchestration_work.notify()
@@ -372,8 +249,8 @@ class SqliteStore:
     async def abandon_orchestration(
         self, item: OrchestrationWorkItem, retry_after: float, error: FailureDetails | None
     ) -> None:
-        now = _us(self.clock())
-        await self._write(_abandon, item, now, now + int(retry_after * 1e6), error)
+        now = sql.us(self.clock())
+        await self._write(sql.abandon, item, now, now + int(retry_after * 1e6), error)
         self.instance_changes.notify()
 
     # -- activity work ---------------------------------------------------------------
@@ -381,18 +258,18 @@ class SqliteStore:
     async def claim_activities(
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[ActivityWorkItem]:
-        now = _us(self.clock())
+        now = sql.us(self.clock())
         expires = now + int(lease_seconds * 1e6)
-        return await self._write(_claim_activities, owner, limit, now, expires)
+        return await self._write(sql.claim_activities, owner, limit, now, expires)
 
     async def complete_activities(self, results: Sequence[ActivityResult]) -> None:
         if results:
-            await self._write(_complete_activities, results, _us(self.clock()))
+            await self._write(sql.complete_activities, results, sql.us(self.clock()))
             self.orchestration_work.notify()
 
     async def abandon_activities(self, items: Sequence[ActivityWorkItem]) -> None:
         if items:
-            await self._write(_abandon_activities, items, _us(self.clock()))
+            await self._write(sql.abandon_activities, items, sql.us(self.clock()))
             self.activity_work.notify()
 
     async def renew_leases(
@@ -403,12 +280,12 @@ class SqliteStore:
         lease_seconds: float,
     ) -> None:
         if instance_ids or activity_ids:
-            expires = _us(self.clock()) + int(lease_seconds * 1e6)
-            await self._write(_renew, owner, instance_ids, activity_ids, expires)
+            expires = sql.us(self.clock()) + int(lease_seconds * 1e6)
+            await self._write(sql.renew, owner, instance_ids, activity_ids, expires)
 
     async def next_wake_time(self) -> datetime | None:
-        wake = await self._read(_next_wake)
-        return _opt_dt(wake)
+        wake = await self._read(sql.next_wake)
+        return sql.opt_dt(wake)
 
 
 def _statements(script: str) -> list[str]:
@@ -456,513 +333,3 @@ def _store_error(e: sqlite3.Error, what: str) -> StoreError:
             f"timeout ({e}); {what}: retry, or raise busy_timeout"
         )
     return StoreError(f"SQLite error: {e}; {what}")
-
-
-# -- transactions: plain functions run on the connection's thread ---------------------
-
-
-def _create(raw: Conn, instance: NewInstance, now: int) -> None:
-    start = instance.start
-    row = raw.execute(
-        "SELECT status FROM instances WHERE instance_id = ?", (start.instance_id,)
-    ).fetchone()
-    if row is not None:
-        if row[0] not in _TERMINAL:
-            raise OrchestrationAlreadyExistsError(
-                f"an orchestration with id {start.instance_id!r} already exists and is "
-                f"{row[0]}; pick another id, or wait for it to finish"
-            )
-        _delete(raw, [start.instance_id])
-    visible = None if instance.visible_at is None else _us(instance.visible_at)
-    parent = start.parent
-    raw.execute(
-        "INSERT INTO instances (instance_id, ord, name, execution_id, start, parent_id, status,"
-        " created_at, updated_at, scheduled_start, input, wake_at)"
-        " VALUES (?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM instances), ?, ?, ?, ?, ?, ?, ?,"
-        " ?, ?, ?)",
-        (
-            start.instance_id,
-            start.name,
-            start.execution_id,
-            encode_event(start),
-            parent.instance_id if parent else None,
-            OrchestrationStatus.PENDING.value,
-            now,
-            now,
-            visible,
-            start.input,
-            visible or 0,
-        ),
-    )
-    _insert_message(raw, start.instance_id, start, visible)
-
-
-def _delete(raw: Conn, ids: Sequence[str]) -> None:
-    params = [(i,) for i in ids]
-    for table in ("history", "messages", "activities", "instances"):
-        raw.executemany(f"DELETE FROM {table} WHERE instance_id = ?", params)  # noqa: S608
-
-
-def _insert_message(raw: Conn, iid: str, event: InboundEvent, visible: int | None) -> None:
-    raw.execute(
-        "INSERT INTO messages (instance_id, kind, visible_at, event) VALUES (?, ?, ?, ?)",
-        (iid, _kind(event), visible, encode_event(event)),
-    )
-
-
-def _send(raw: Conn, message: Message, now: int) -> None:
-    if not _deliver(raw, message, now):
-        exists = raw.execute(
-            "SELECT 1 FROM instances WHERE instance_id = ?", (message.instance_id,)
-        ).fetchone()
-        if exists is None:
-            raise OrchestrationNotFoundError(
-                f"no orchestration has id {message.instance_id!r}; check the id, or "
-                "schedule the orchestration first"
-            )
-
-
-def _deliver(raw: Conn, message: Message, now: int) -> bool:
-    """Queue `message` for its instance; False if the instance is unknown or ignores it."""
-    iid, event = message.instance_id, message.event
-    row = raw.execute(
-        "SELECT status, execution_id, history_length FROM instances WHERE instance_id = ?",
-        (iid,),
-    ).fetchone()
-    if row is None:
-        return False
-    status, execution_id, length = row
-    rewind = isinstance(event, ExecutionRewound)
-    if status in _TERMINAL:
-        # A failed instance keeps what arrives, for a rewind to use; others drop it.
-        if status != _FAILED:
-            return False
-    elif rewind:
-        return False  # only a failed instance can be rewound
-    if message.execution_id is not None and message.execution_id != execution_id:
-        return False
-    visible = None if message.visible_at is None else _us(message.visible_at)
-    _insert_message(raw, iid, event, visible)
-    if status in _TERMINAL and not rewind:
-        return True  # kept, but nothing to do until a rewind
-    if length == 0 and status not in _TERMINAL and _kind(event) not in _STARTER_KINDS:
-        return True  # a delayed start: other messages wait for it (or a terminate)
-    due = visible if visible is not None else 0
-    raw.execute(
-        "UPDATE instances SET wake_at = MIN(COALESCE(wake_at, ?), ?) WHERE instance_id = ?",
-        (due, due, iid),
-    )
-    return True
-
-
-def _refresh_wake(raw: Conn, iid: str, not_before: int = 0) -> None:
-    """Recompute when `iid` next has work to claim, after its messages changed."""
-    row = raw.execute(
-        "SELECT status, history_length FROM instances WHERE instance_id = ?", (iid,)
-    ).fetchone()
-    if row is None:
-        return
-    status, length = row
-    if status in _TERMINAL:
-        query = (
-            "SELECT MIN(COALESCE(visible_at, 0)) FROM messages WHERE instance_id = ? AND kind = ?"
-        )
-        args: tuple[Any, ...] = (iid, _REWOUND) if status == _FAILED else (iid, "")
-    elif length == 0:
-        query = (
-            "SELECT MIN(COALESCE(visible_at, 0)) FROM messages WHERE instance_id = ?"
-            " AND kind IN (?, ?)"
-        )
-        args = (iid, *_STARTER_KINDS)
-    else:
-        query = "SELECT MIN(COALESCE(visible_at, 0)) FROM messages WHERE instance_id = ?"
-        args = (iid,)
-    wake = raw.execute(query, args).fetchone()[0]
-    if wake is not None:
-        wake = max(wake, not_before)
-    raw.execute("UPDATE instances SET wake_at = ? WHERE instance_id = ?", (wake, iid))
-
-
-def _state(row: Sequence[Any]) -> OrchestrationState:
-    failure = _FAILURE_DECODER.decode(row[8]) if row[8] is not None else None
-    return OrchestrationState(
-        instance_id=row[0],
-        name=row[1],
-        runtime_status=OrchestrationStatus(row[2]),
-        created_at=_dt(row[3]),
-        last_updated_at=_dt(row[4]),
-        serialized_input=row[5],
-        serialized_output=row[6],
-        serialized_custom_status=row[7],
-        failure_details=failure,
-        parent_instance_id=row[9],
-        execution_id=row[10],
-        scheduled_start_at=_opt_dt(row[11]),
-    )
-
-
-def _get_state(raw: Conn, iid: str) -> OrchestrationState | None:
-    row = raw.execute(
-        f"SELECT {_STATE_COLUMNS} FROM instances WHERE instance_id = ?",  # noqa: S608
-        (iid,),
-    ).fetchone()
-    return None if row is None else _state(row)
-
-
-def _history(raw: Conn, iid: str, execution_id: str | None) -> list[HistoryEvent]:
-    if execution_id is not None:
-        row = raw.execute(
-            "SELECT execution_id FROM instances WHERE instance_id = ?", (iid,)
-        ).fetchone()
-        if row is None or row[0] != execution_id:
-            return []
-    rows = raw.execute(
-        "SELECT seq, event FROM history WHERE instance_id = ? ORDER BY seq", (iid,)
-    ).fetchall()
-    events: list[HistoryEvent] = []
-    for seq, data in rows:
-        try:
-            events.append(decode_event(data))
-        except (msgspec.DecodeError, UnicodeDecodeError) as e:
-            raise CorruptHistoryError(
-                f"history event {seq} of orchestration {iid!r} cannot be decoded: {e}"
-            ) from e
-    return events
-
-
-def _list(raw: Conn, q: InstanceQuery) -> InstancePage:
-    where = ["ord > ?"]
-    args: list[Any] = [int(q.after) if q.after else 0]
-    if q.statuses:
-        where.append(f"status IN ({', '.join('?' * len(q.statuses))})")
-        args.extend(s.value for s in q.statuses)
-    if q.name is not None:
-        where.append("name = ?")
-        args.append(q.name)
-    if q.created_from is not None:
-        where.append("created_at >= ?")
-        args.append(_us(q.created_from))
-    if q.created_to is not None:
-        where.append("created_at <= ?")
-        args.append(_us(q.created_to))
-    rows = raw.execute(
-        f"SELECT {_STATE_COLUMNS}, ord FROM instances WHERE {' AND '.join(where)}"  # noqa: S608
-        " ORDER BY ord LIMIT ?",
-        (*args, q.limit + 1),
-    ).fetchall()
-    page = rows[: q.limit]
-    return InstancePage(
-        instances=tuple(_state(r) for r in page),
-        next_token=str(page[-1][12]) if len(rows) > q.limit else None,
-    )
-
-
-def _purge(raw: Conn, ids: list[str], recursive: bool) -> int:
-    found: list[str] = []
-    seen: set[str] = set()
-    queue = list(ids)
-    while queue:
-        iid = queue.pop()
-        if iid in seen:
-            continue
-        seen.add(iid)
-        row = raw.execute("SELECT status FROM instances WHERE instance_id = ?", (iid,)).fetchone()
-        if row is None:
-            continue
-        if row[0] not in _TERMINAL:
-            raise OrchestrationStateError(
-                f"orchestration {iid!r} is {row[0]}; only finished instances can be purged:"
-                " terminate it first"
-            )
-        found.append(iid)
-        if recursive:
-            queue.extend(
-                r[0]
-                for r in raw.execute(
-                    "SELECT instance_id FROM instances WHERE parent_id = ?", (iid,)
-                )
-            )
-    _delete(raw, found)
-    return len(found)
-
-
-def _claim(
-    raw: Conn, owner: str, limit: int, now: int, expires: int
-) -> list[OrchestrationWorkItem]:
-    rows = raw.execute(
-        "SELECT instance_id, execution_id, name, history_length, status FROM instances"
-        " WHERE wake_at <= ? AND (lease_expires IS NULL OR lease_expires <= ?)"
-        " ORDER BY wake_at LIMIT ?",
-        (now, now, limit),
-    ).fetchall()
-    items: list[OrchestrationWorkItem] = []
-    for iid, execution_id, name, length, status in rows:
-        found = raw.execute(
-            "SELECT id, kind, event FROM messages WHERE instance_id = ?"
-            " AND COALESCE(visible_at, 0) <= ? ORDER BY id",
-            (iid, now),
-        ).fetchall()
-        kinds = {k for _, k, _ in found}
-        claimable = bool(found) and (
-            (status == _FAILED and _REWOUND in kinds)
-            if status in _TERMINAL
-            else (length > 0 or not kinds.isdisjoint(_STARTER_KINDS))
-        )
-        if not claimable:
-            _refresh_wake(raw, iid)  # nothing to do yet: sleep until there is
-            continue
-        try:
-            messages = tuple(cast(InboundEvent, decode_event(e)) for _, _, e in found)
-        except (msgspec.DecodeError, UnicodeDecodeError) as e:
-            error = CorruptHistoryError(
-                f"a message to orchestration {iid!r} cannot be decoded: {e}"
-            )
-            raw.execute(
-                "UPDATE instances SET failure = ?, updated_at = ?, wake_at = ?"
-                " WHERE instance_id = ?",
-                (
-                    _FAILURE_ENCODER.encode(FailureDetails.from_exception(error)),
-                    now,
-                    now + 60_000_000,
-                    iid,
-                ),
-            )
-            continue
-        raw.execute(
-            "UPDATE instances SET lease_owner = ?, lease_expires = ? WHERE instance_id = ?",
-            (owner, expires, iid),
-        )
-        items.append(
-            OrchestrationWorkItem(
-                instance_id=iid,
-                execution_id=execution_id,
-                name=name,
-                history_length=length,
-                messages=messages,
-                message_ids=tuple(i for i, _, _ in found),
-                lease_owner=owner,
-            )
-        )
-    return items
-
-
-def _commit_all(
-    raw: Conn, commits: Sequence[OrchestrationCommit], now: int
-) -> tuple[list[Exception | None], bool]:
-    outcomes: list[Exception | None] = []
-    activities = False
-    for commit in commits:
-        try:
-            _commit(raw, commit, now)
-        except LeaseLostError as e:
-            outcomes.append(e)
-            continue
-        outcomes.append(None)
-        activities |= bool(commit.activities)
-    return outcomes, activities
-
-
-def _commit(raw: Conn, commit: OrchestrationCommit, now: int) -> None:
-    item = commit.item
-    iid = item.instance_id
-    row = raw.execute(
-        "SELECT lease_owner, lease_expires, execution_id, history_length FROM instances"
-        " WHERE instance_id = ?",
-        (iid,),
-    ).fetchone()
-    if (
-        row is None
-        or row[0] != item.lease_owner
-        or row[1] is None
-        or row[1] <= now
-        or row[2] != item.execution_id
-        or row[3] != item.history_length
-    ):
-        raise LeaseLostError(f"the lease on {iid!r} was lost; the decision was not written")
-    raw.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in item.message_ids])
-    length = item.history_length
-    raw.executemany(
-        "INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
-        [(iid, length + n, encode_event(e)) for n, e in enumerate(commit.events)],
-    )
-    failure = _FAILURE_ENCODER.encode(commit.failure) if commit.failure is not None else None
-    raw.execute(
-        "UPDATE instances SET status = ?, custom_status = ?, output = ?, failure = ?,"
-        " updated_at = ?, history_length = ?, lease_owner = NULL, lease_expires = NULL"
-        " WHERE instance_id = ?",
-        (
-            commit.status.value,
-            commit.custom_status,
-            commit.output,
-            failure,
-            now,
-            length + len(commit.events),
-            iid,
-        ),
-    )
-    if commit.activities:
-        raw.executemany(
-            "INSERT OR IGNORE INTO activities (instance_id, execution_id, task_id, name, input,"
-            " attempt, ready_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (iid, item.execution_id, a.task_id, a.name, a.input, a.attempt, now)
-                for a in commit.activities
-            ],
-        )
-    for child in commit.children:
-        _start_child(raw, child, now)
-    if commit.new_execution is not None:
-        _continue_as_new(raw, iid, commit.new_execution, commit.carried)
-    elif commit.status.value in _TERMINAL and commit.status is not OrchestrationStatus.FAILED:
-        raw.execute("DELETE FROM messages WHERE instance_id = ?", (iid,))
-    for message in commit.messages:
-        _deliver(raw, message, now)
-    _refresh_wake(raw, iid)
-
-
-def _continue_as_new(
-    raw: Conn, iid: str, start: ExecutionStarted, carried: Sequence[Message]
-) -> None:
-    # The next execution begins with its start, then the carried events, then what came
-    # for the instance (external events, suspend/resume/terminate) in arrival order.
-    kinds = ", ".join("?" * len(_INSTANCE_KINDS))
-    kept = raw.execute(
-        "SELECT kind, visible_at, event FROM messages"  # noqa: S608
-        f" WHERE instance_id = ? AND kind IN ({kinds})"
-        " ORDER BY id",
-        (iid, *_INSTANCE_KINDS),
-    ).fetchall()
-    raw.execute("DELETE FROM messages WHERE instance_id = ?", (iid,))
-    raw.execute("DELETE FROM history WHERE instance_id = ?", (iid,))
-    raw.execute(
-        "UPDATE instances SET execution_id = ?, start = ?, input = ?, status = ?,"
-        " history_length = 0, output = NULL, failure = NULL WHERE instance_id = ?",
-        (
-            start.execution_id,
-            encode_event(start),
-            start.input,
-            OrchestrationStatus.PENDING.value,
-            iid,
-        ),
-    )
-    _insert_message(raw, iid, start, None)
-    for m in carried:
-        _insert_message(raw, iid, m.event, None)
-    raw.executemany(
-        "INSERT INTO messages (instance_id, kind, visible_at, event) VALUES (?, ?, ?, ?)",
-        [(iid, k, v, e) for k, v, e in kept],
-    )
-
-
-def _start_child(raw: Conn, child: NewInstance, now: int) -> None:
-    try:
-        _create(raw, child, now)  # raises before it writes anything
-    except OrchestrationAlreadyExistsError as e:
-        parent = child.start.parent
-        if parent is None:
-            return
-        failure = ChildOrchestrationFailed(
-            timestamp=_dt(now), task_id=parent.task_id, failure=FailureDetails.from_exception(e)
-        )
-        _deliver(
-            raw,
-            Message(
-                instance_id=parent.instance_id, event=failure, execution_id=parent.execution_id
-            ),
-            now,
-        )
-
-
-def _abandon(
-    raw: Conn,
-    item: OrchestrationWorkItem,
-    now: int,
-    not_before: int,
-    error: FailureDetails | None,
-) -> None:
-    row = raw.execute(
-        "SELECT lease_owner FROM instances WHERE instance_id = ?", (item.instance_id,)
-    ).fetchone()
-    if row is None or row[0] != item.lease_owner:
-        return
-    raw.execute(
-        "UPDATE instances SET lease_owner = NULL, lease_expires = NULL WHERE instance_id = ?",
-        (item.instance_id,),
-    )
-    if error is not None:
-        raw.execute(
-            "UPDATE instances SET failure = ?, updated_at = ? WHERE instance_id = ?",
-            (_FAILURE_ENCODER.encode(error), now, item.instance_id),
-        )
-    _refresh_wake(raw, item.instance_id, not_before)
-
-
-def _claim_activities(
-    raw: Conn, owner: str, limit: int, now: int, expires: int
-) -> list[ActivityWorkItem]:
-    rows = raw.execute(
-        "SELECT id, instance_id, execution_id, task_id, name, input, attempt FROM activities"
-        " WHERE ready_at <= ? ORDER BY ready_at, id LIMIT ?",
-        (now, limit),
-    ).fetchall()
-    raw.executemany(
-        "UPDATE activities SET lease_owner = ?, ready_at = ? WHERE id = ?",
-        [(owner, expires, r[0]) for r in rows],
-    )
-    return [
-        ActivityWorkItem(
-            id=r[0],
-            instance_id=r[1],
-            execution_id=r[2],
-            task_id=r[3],
-            name=r[4],
-            input=r[5],
-            attempt=r[6],
-            lease_owner=owner,
-        )
-        for r in rows
-    ]
-
-
-def _complete_activities(raw: Conn, results: Sequence[ActivityResult], now: int) -> None:
-    for result in results:
-        item = result.item
-        gone = raw.execute("DELETE FROM activities WHERE id = ?", (item.id,)).rowcount == 0
-        if gone:
-            continue  # another worker completed it first
-        _deliver(
-            raw,
-            Message(
-                instance_id=item.instance_id, event=result.event, execution_id=item.execution_id
-            ),
-            now,
-        )
-
-
-def _abandon_activities(raw: Conn, items: Sequence[ActivityWorkItem], now: int) -> None:
-    raw.executemany(
-        "UPDATE activities SET lease_owner = NULL, ready_at = ? WHERE id = ? AND lease_owner = ?",
-        [(now, i.id, i.lease_owner) for i in items],
-    )
-
-
-def _renew(
-    raw: Conn, owner: str, instance_ids: Sequence[str], activity_ids: Sequence[int], expires: int
-) -> None:
-    raw.executemany(
-        "UPDATE instances SET lease_expires = ? WHERE instance_id = ? AND lease_owner = ?",
-        [(expires, i, owner) for i in instance_ids],
-    )
-    raw.executemany(
-        "UPDATE activities SET ready_at = ? WHERE id = ? AND lease_owner = ?",
-        [(expires, i, owner) for i in activity_ids],
-    )
-
-
-def _next_wake(raw: Conn) -> int | None:
-    # Instances only: expired activity leases are found by polling (a crash is rare).
-    wake: int | None = raw.execute(
-        "SELECT MIN(MAX(wake_at, COALESCE(lease_expires, 0))) FROM instances"
-        " WHERE wake_at IS NOT NULL"
-    ).fetchone()[0]
-    return wake

@@ -1,0 +1,654 @@
+"""The SQLite store's schema, and its transactions as plain functions on the connection thread."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, cast
+
+import msgspec
+
+from durable.core.errors import (
+    CorruptHistoryError,
+    LeaseLostError,
+    OrchestrationAlreadyExistsError,
+    OrchestrationNotFoundError,
+    OrchestrationStateError,
+)
+from durable.core.events import (
+    ChildOrchestrationFailed,
+    EventRaised,
+    ExecutionResumed,
+    ExecutionRewound,
+    ExecutionStarted,
+    ExecutionSuspended,
+    ExecutionTerminated,
+    FailureDetails,
+    HistoryEvent,
+    InboundEvent,
+)
+from durable.core.history import decode_event, encode_event
+from durable.core.state import OrchestrationState, OrchestrationStatus
+from durable.store.base import (
+    ActivityResult,
+    ActivityWorkItem,
+    InstancePage,
+    InstanceQuery,
+    Message,
+    NewInstance,
+    OrchestrationCommit,
+    OrchestrationWorkItem,
+)
+
+Conn = sqlite3.Connection
+
+SCHEMA_VERSION: Final = 1
+
+# Each entry moves the schema from version i to i + 1; never edit one that has shipped.
+MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE instances (
+        instance_id     TEXT PRIMARY KEY,
+        ord             INTEGER NOT NULL UNIQUE,  -- creation order, for listing
+        name            TEXT NOT NULL,
+        execution_id    TEXT NOT NULL,
+        start           BLOB NOT NULL,            -- the current ExecutionStarted, JSON
+        parent_id       TEXT,
+        status          TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,         -- times: microseconds since 1970, UTC
+        updated_at      INTEGER NOT NULL,
+        scheduled_start INTEGER,
+        input           TEXT,
+        output          TEXT,
+        custom_status   TEXT,
+        failure         BLOB,
+        history_length  INTEGER NOT NULL DEFAULT 0,
+        wake_at         INTEGER,                  -- when it next has work; NULL: none
+        lease_owner     TEXT,
+        lease_expires   INTEGER
+    );
+    CREATE INDEX instances_wake ON instances (wake_at) WHERE wake_at IS NOT NULL;
+    CREATE INDEX instances_parent ON instances (parent_id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX instances_status ON instances (status, ord);
+    CREATE INDEX instances_name ON instances (name, ord);
+
+    -- The append-only log of the current execution of each instance.
+    CREATE TABLE history (
+        instance_id TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        event       BLOB NOT NULL,
+        PRIMARY KEY (instance_id, seq)
+    ) WITHOUT ROWID;
+
+    -- Inbound events not yet in a history: results, external events, and timers (a
+    -- timer is a TimerFired message invisible until its due time).
+    CREATE TABLE messages (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        visible_at  INTEGER,
+        event       BLOB NOT NULL
+    );
+    CREATE INDEX messages_instance ON messages (instance_id, id);
+
+    CREATE TABLE activities (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id  TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        task_id      INTEGER NOT NULL,
+        name         TEXT NOT NULL,
+        input        TEXT,
+        attempt      INTEGER NOT NULL,
+        ready_at     INTEGER NOT NULL,            -- claimable from then: creation or lease end
+        lease_owner  TEXT,
+        UNIQUE (instance_id, execution_id, task_id)
+    );
+    CREATE INDEX activities_ready ON activities (ready_at);
+    """,
+)
+
+
+_TERMINAL = tuple(s.value for s in OrchestrationStatus if s.is_terminal)
+_FAILED = OrchestrationStatus.FAILED.value
+# Messages that concern the instance rather than one execution survive continue-as-new.
+_INSTANCE_KINDS = tuple(
+    c.__name__ for c in (EventRaised, ExecutionSuspended, ExecutionResumed, ExecutionTerminated)
+)
+# Messages that may be claimed before the instance's (delayed) start is due.
+_STARTER_KINDS = (ExecutionStarted.__name__, ExecutionTerminated.__name__)
+_REWOUND = ExecutionRewound.__name__
+
+_FAILURE_ENCODER = msgspec.json.Encoder()
+_FAILURE_DECODER = msgspec.json.Decoder(FailureDetails)
+_START_DECODER = msgspec.json.Decoder(ExecutionStarted)
+
+_STATE_COLUMNS = (
+    "instance_id, name, status, created_at, updated_at, input, output, custom_status, "
+    "failure, parent_id, execution_id, scheduled_start"
+)
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+def us(t: datetime) -> int:
+    return ((t if t.tzinfo else t.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND
+
+
+def _dt(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def opt_dt(us: int | None) -> datetime | None:
+    return None if us is None else _dt(us)
+
+
+def _kind(event: InboundEvent) -> str:
+    return type(event).__name__
+
+
+def create(raw: Conn, instance: NewInstance, now: int) -> None:
+    start = instance.start
+    row = raw.execute(
+        "SELECT status FROM instances WHERE instance_id = ?", (start.instance_id,)
+    ).fetchone()
+    if row is not None:
+        if row[0] not in _TERMINAL:
+            raise OrchestrationAlreadyExistsError(
+                f"an orchestration with id {start.instance_id!r} already exists and is "
+                f"{row[0]}; pick another id, or wait for it to finish"
+            )
+        _delete(raw, [start.instance_id])
+    visible = None if instance.visible_at is None else us(instance.visible_at)
+    parent = start.parent
+    raw.execute(
+        "INSERT INTO instances (instance_id, ord, name, execution_id, start, parent_id, status,"
+        " created_at, updated_at, scheduled_start, input, wake_at)"
+        " VALUES (?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM instances), ?, ?, ?, ?, ?, ?, ?,"
+        " ?, ?, ?)",
+        (
+            start.instance_id,
+            start.name,
+            start.execution_id,
+            encode_event(start),
+            parent.instance_id if parent else None,
+            OrchestrationStatus.PENDING.value,
+            now,
+            now,
+            visible,
+            start.input,
+            visible or 0,
+        ),
+    )
+    _insert_message(raw, start.instance_id, start, visible)
+
+
+def _delete(raw: Conn, ids: Sequence[str]) -> None:
+    params = [(i,) for i in ids]
+    for table in ("history", "messages", "activities", "instances"):
+        raw.executemany(f"DELETE FROM {table} WHERE instance_id = ?", params)  # noqa: S608
+
+
+def _insert_message(raw: Conn, iid: str, event: InboundEvent, visible: int | None) -> None:
+    raw.execute(
+        "INSERT INTO messages (instance_id, kind, visible_at, event) VALUES (?, ?, ?, ?)",
+        (iid, _kind(event), visible, encode_event(event)),
+    )
+
+
+def send(raw: Conn, message: Message, now: int) -> None:
+    if not _deliver(raw, message, now):
+        exists = raw.execute(
+            "SELECT 1 FROM instances WHERE instance_id = ?", (message.instance_id,)
+        ).fetchone()
+        if exists is None:
+            raise OrchestrationNotFoundError(
+                f"no orchestration has id {message.instance_id!r}; check the id, or "
+                "schedule the orchestration first"
+            )
+
+
+def _deliver(raw: Conn, message: Message, now: int) -> bool:
+    """Queue `message` for its instance; False if the instance is unknown or ignores it."""
+    iid, event = message.instance_id, message.event
+    row = raw.execute(
+        "SELECT status, execution_id, history_length FROM instances WHERE instance_id = ?",
+        (iid,),
+    ).fetchone()
+    if row is None:
+        return False
+    status, execution_id, length = row
+    rewind = isinstance(event, ExecutionRewound)
+    if status in _TERMINAL:
+        # A failed instance keeps what arrives, for a rewind to use; others drop it.
+        if status != _FAILED:
+            return False
+    elif rewind:
+        return False  # only a failed instance can be rewound
+    if message.execution_id is not None and message.execution_id != execution_id:
+        return False
+    visible = None if message.visible_at is None else us(message.visible_at)
+    _insert_message(raw, iid, event, visible)
+    if status in _TERMINAL and not rewind:
+        return True  # kept, but nothing to do until a rewind
+    if length == 0 and status not in _TERMINAL and _kind(event) not in _STARTER_KINDS:
+        return True  # a delayed start: other messages wait for it (or a terminate)
+    due = visible if visible is not None else 0
+    raw.execute(
+        "UPDATE instances SET wake_at = MIN(COALESCE(wake_at, ?), ?) WHERE instance_id = ?",
+        (due, due, iid),
+    )
+    return True
+
+
+def _refresh_wake(raw: Conn, iid: str, not_before: int = 0) -> None:
+    """Recompute when `iid` next has work to claim, after its messages changed."""
+    row = raw.execute(
+        "SELECT status, history_length FROM instances WHERE instance_id = ?", (iid,)
+    ).fetchone()
+    if row is None:
+        return
+    status, length = row
+    if status in _TERMINAL:
+        query = (
+            "SELECT MIN(COALESCE(visible_at, 0)) FROM messages WHERE instance_id = ? AND kind = ?"
+        )
+        args: tuple[Any, ...] = (iid, _REWOUND) if status == _FAILED else (iid, "")
+    elif length == 0:
+        query = (
+            "SELECT MIN(COALESCE(visible_at, 0)) FROM messages WHERE instance_id = ?"
+            " AND kind IN (?, ?)"
+        )
+        args = (iid, *_STARTER_KINDS)
+    else:
+        query = "SELECT MIN(COALESCE(visible_at, 0)) FROM messages WHERE instance_id = ?"
+        args = (iid,)
+    wake = raw.execute(query, args).fetchone()[0]
+    if wake is not None:
+        wake = max(wake, not_before)
+    raw.execute("UPDATE instances SET wake_at = ? WHERE instance_id = ?", (wake, iid))
+
+
+def _state(row: Sequence[Any]) -> OrchestrationState:
+    failure = _FAILURE_DECODER.decode(row[8]) if row[8] is not None else None
+    return OrchestrationState(
+        instance_id=row[0],
+        name=row[1],
+        runtime_status=OrchestrationStatus(row[2]),
+        created_at=_dt(row[3]),
+        last_updated_at=_dt(row[4]),
+        serialized_input=row[5],
+        serialized_output=row[6],
+        serialized_custom_status=row[7],
+        failure_details=failure,
+        parent_instance_id=row[9],
+        execution_id=row[10],
+        scheduled_start_at=opt_dt(row[11]),
+    )
+
+
+def get_state(raw: Conn, iid: str) -> OrchestrationState | None:
+    row = raw.execute(
+        f"SELECT {_STATE_COLUMNS} FROM instances WHERE instance_id = ?",  # noqa: S608
+        (iid,),
+    ).fetchone()
+    return None if row is None else _state(row)
+
+
+def history(raw: Conn, iid: str, execution_id: str | None) -> list[HistoryEvent]:
+    if execution_id is not None:
+        row = raw.execute(
+            "SELECT execution_id FROM instances WHERE instance_id = ?", (iid,)
+        ).fetchone()
+        if row is None or row[0] != execution_id:
+            return []
+    rows = raw.execute(
+        "SELECT seq, event FROM history WHERE instance_id = ? ORDER BY seq", (iid,)
+    ).fetchall()
+    events: list[HistoryEvent] = []
+    for seq, data in rows:
+        try:
+            events.append(decode_event(data))
+        except (msgspec.DecodeError, UnicodeDecodeError) as e:
+            raise CorruptHistoryError(
+                f"history event {seq} of orchestration {iid!r} cannot be decoded: {e}"
+            ) from e
+    return events
+
+
+def list_page(raw: Conn, q: InstanceQuery) -> InstancePage:
+    where = ["ord > ?"]
+    args: list[Any] = [int(q.after) if q.after else 0]
+    if q.statuses:
+        where.append(f"status IN ({', '.join('?' * len(q.statuses))})")
+        args.extend(s.value for s in q.statuses)
+    if q.name is not None:
+        where.append("name = ?")
+        args.append(q.name)
+    if q.created_from is not None:
+        where.append("created_at >= ?")
+        args.append(us(q.created_from))
+    if q.created_to is not None:
+        where.append("created_at <= ?")
+        args.append(us(q.created_to))
+    rows = raw.execute(
+        f"SELECT {_STATE_COLUMNS}, ord FROM instances WHERE {' AND '.join(where)}"  # noqa: S608
+        " ORDER BY ord LIMIT ?",
+        (*args, q.limit + 1),
+    ).fetchall()
+    page = rows[: q.limit]
+    return InstancePage(
+        instances=tuple(_state(r) for r in page),
+        next_token=str(page[-1][12]) if len(rows) > q.limit else None,
+    )
+
+
+def purge(raw: Conn, ids: list[str], recursive: bool) -> int:
+    found: list[str] = []
+    seen: set[str] = set()
+    queue = list(ids)
+    while queue:
+        iid = queue.pop()
+        if iid in seen:
+            continue
+        seen.add(iid)
+        row = raw.execute("SELECT status FROM instances WHERE instance_id = ?", (iid,)).fetchone()
+        if row is None:
+            continue
+        if row[0] not in _TERMINAL:
+            raise OrchestrationStateError(
+                f"orchestration {iid!r} is {row[0]}; only finished instances can be purged:"
+                " terminate it first"
+            )
+        found.append(iid)
+        if recursive:
+            queue.extend(
+                r[0]
+                for r in raw.execute(
+                    "SELECT instance_id FROM instances WHERE parent_id = ?", (iid,)
+                )
+            )
+    _delete(raw, found)
+    return len(found)
+
+
+def claim(raw: Conn, owner: str, limit: int, now: int, expires: int) -> list[OrchestrationWorkItem]:
+    rows = raw.execute(
+        "SELECT instance_id, execution_id, name, history_length, status FROM instances"
+        " WHERE wake_at <= ? AND (lease_expires IS NULL OR lease_expires <= ?)"
+        " ORDER BY wake_at LIMIT ?",
+        (now, now, limit),
+    ).fetchall()
+    items: list[OrchestrationWorkItem] = []
+    for iid, execution_id, name, length, status in rows:
+        found = raw.execute(
+            "SELECT id, kind, event FROM messages WHERE instance_id = ?"
+            " AND COALESCE(visible_at, 0) <= ? ORDER BY id",
+            (iid, now),
+        ).fetchall()
+        kinds = {k for _, k, _ in found}
+        claimable = bool(found) and (
+            (status == _FAILED and _REWOUND in kinds)
+            if status in _TERMINAL
+            else (length > 0 or not kinds.isdisjoint(_STARTER_KINDS))
+        )
+        if not claimable:
+            _refresh_wake(raw, iid)  # nothing to do yet: sleep until there is
+            continue
+        try:
+            messages = tuple(cast(InboundEvent, decode_event(e)) for _, _, e in found)
+        except (msgspec.DecodeError, UnicodeDecodeError) as e:
+            error = CorruptHistoryError(
+                f"a message to orchestration {iid!r} cannot be decoded: {e}"
+            )
+            raw.execute(
+                "UPDATE instances SET failure = ?, updated_at = ?, wake_at = ?"
+                " WHERE instance_id = ?",
+                (
+                    _FAILURE_ENCODER.encode(FailureDetails.from_exception(error)),
+                    now,
+                    now + 60_000_000,
+                    iid,
+                ),
+            )
+            continue
+        raw.execute(
+            "UPDATE instances SET lease_owner = ?, lease_expires = ? WHERE instance_id = ?",
+            (owner, expires, iid),
+        )
+        items.append(
+            OrchestrationWorkItem(
+                instance_id=iid,
+                execution_id=execution_id,
+                name=name,
+                history_length=length,
+                messages=messages,
+                message_ids=tuple(i for i, _, _ in found),
+                lease_owner=owner,
+            )
+        )
+    return items
+
+
+def commit_all(
+    raw: Conn, commits: Sequence[OrchestrationCommit], now: int
+) -> tuple[list[Exception | None], bool]:
+    outcomes: list[Exception | None] = []
+    activities = False
+    for commit in commits:
+        try:
+            _commit(raw, commit, now)
+        except LeaseLostError as e:
+            outcomes.append(e)
+            continue
+        outcomes.append(None)
+        activities |= bool(commit.activities)
+    return outcomes, activities
+
+
+def _commit(raw: Conn, commit: OrchestrationCommit, now: int) -> None:
+    item = commit.item
+    iid = item.instance_id
+    row = raw.execute(
+        "SELECT lease_owner, lease_expires, execution_id, history_length FROM instances"
+        " WHERE instance_id = ?",
+        (iid,),
+    ).fetchone()
+    if (
+        row is None
+        or row[0] != item.lease_owner
+        or row[1] is None
+        or row[1] <= now
+        or row[2] != item.execution_id
+        or row[3] != item.history_length
+    ):
+        raise LeaseLostError(f"the lease on {iid!r} was lost; the decision was not written")
+    raw.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in item.message_ids])
+    length = item.history_length
+    raw.executemany(
+        "INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
+        [(iid, length + n, encode_event(e)) for n, e in enumerate(commit.events)],
+    )
+    failure = _FAILURE_ENCODER.encode(commit.failure) if commit.failure is not None else None
+    raw.execute(
+        "UPDATE instances SET status = ?, custom_status = ?, output = ?, failure = ?,"
+        " updated_at = ?, history_length = ?, lease_owner = NULL, lease_expires = NULL"
+        " WHERE instance_id = ?",
+        (
+            commit.status.value,
+            commit.custom_status,
+            commit.output,
+            failure,
+            now,
+            length + len(commit.events),
+            iid,
+        ),
+    )
+    if commit.activities:
+        raw.executemany(
+            "INSERT OR IGNORE INTO activities (instance_id, execution_id, task_id, name, input,"
+            " attempt, ready_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (iid, item.execution_id, a.task_id, a.name, a.input, a.attempt, now)
+                for a in commit.activities
+            ],
+        )
+    for child in commit.children:
+        _start_child(raw, child, now)
+    if commit.new_execution is not None:
+        _continue_as_new(raw, iid, commit.new_execution, commit.carried)
+    elif commit.status.value in _TERMINAL and commit.status is not OrchestrationStatus.FAILED:
+        raw.execute("DELETE FROM messages WHERE instance_id = ?", (iid,))
+    for message in commit.messages:
+        _deliver(raw, message, now)
+    _refresh_wake(raw, iid)
+
+
+def _continue_as_new(
+    raw: Conn, iid: str, start: ExecutionStarted, carried: Sequence[Message]
+) -> None:
+    # The next execution begins with its start, then the carried events, then what came
+    # for the instance (external events, suspend/resume/terminate) in arrival order.
+    kinds = ", ".join("?" * len(_INSTANCE_KINDS))
+    kept = raw.execute(
+        "SELECT kind, visible_at, event FROM messages"  # noqa: S608
+        f" WHERE instance_id = ? AND kind IN ({kinds})"
+        " ORDER BY id",
+        (iid, *_INSTANCE_KINDS),
+    ).fetchall()
+    raw.execute("DELETE FROM messages WHERE instance_id = ?", (iid,))
+    raw.execute("DELETE FROM history WHERE instance_id = ?", (iid,))
+    raw.execute(
+        "UPDATE instances SET execution_id = ?, start = ?, input = ?, status = ?,"
+        " history_length = 0, output = NULL, failure = NULL WHERE instance_id = ?",
+        (
+            start.execution_id,
+            encode_event(start),
+            start.input,
+            OrchestrationStatus.PENDING.value,
+            iid,
+        ),
+    )
+    _insert_message(raw, iid, start, None)
+    for m in carried:
+        _insert_message(raw, iid, m.event, None)
+    raw.executemany(
+        "INSERT INTO messages (instance_id, kind, visible_at, event) VALUES (?, ?, ?, ?)",
+        [(iid, k, v, e) for k, v, e in kept],
+    )
+
+
+def _start_child(raw: Conn, child: NewInstance, now: int) -> None:
+    try:
+        create(raw, child, now)  # raises before it writes anything
+    except OrchestrationAlreadyExistsError as e:
+        parent = child.start.parent
+        if parent is None:
+            return
+        failure = ChildOrchestrationFailed(
+            timestamp=_dt(now), task_id=parent.task_id, failure=FailureDetails.from_exception(e)
+        )
+        _deliver(
+            raw,
+            Message(
+                instance_id=parent.instance_id, event=failure, execution_id=parent.execution_id
+            ),
+            now,
+        )
+
+
+def abandon(
+    raw: Conn,
+    item: OrchestrationWorkItem,
+    now: int,
+    not_before: int,
+    error: FailureDetails | None,
+) -> None:
+    row = raw.execute(
+        "SELECT lease_owner FROM instances WHERE instance_id = ?", (item.instance_id,)
+    ).fetchone()
+    if row is None or row[0] != item.lease_owner:
+        return
+    raw.execute(
+        "UPDATE instances SET lease_owner = NULL, lease_expires = NULL WHERE instance_id = ?",
+        (item.instance_id,),
+    )
+    if error is not None:
+        raw.execute(
+            "UPDATE instances SET failure = ?, updated_at = ? WHERE instance_id = ?",
+            (_FAILURE_ENCODER.encode(error), now, item.instance_id),
+        )
+    _refresh_wake(raw, item.instance_id, not_before)
+
+
+def claim_activities(
+    raw: Conn, owner: str, limit: int, now: int, expires: int
+) -> list[ActivityWorkItem]:
+    rows = raw.execute(
+        "SELECT id, instance_id, execution_id, task_id, name, input, attempt FROM activities"
+        " WHERE ready_at <= ? ORDER BY ready_at, id LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    raw.executemany(
+        "UPDATE activities SET lease_owner = ?, ready_at = ? WHERE id = ?",
+        [(owner, expires, r[0]) for r in rows],
+    )
+    return [
+        ActivityWorkItem(
+            id=r[0],
+            instance_id=r[1],
+            execution_id=r[2],
+            task_id=r[3],
+            name=r[4],
+            input=r[5],
+            attempt=r[6],
+            lease_owner=owner,
+        )
+        for r in rows
+    ]
+
+
+def complete_activities(raw: Conn, results: Sequence[ActivityResult], now: int) -> None:
+    for result in results:
+        item = result.item
+        gone = raw.execute("DELETE FROM activities WHERE id = ?", (item.id,)).rowcount == 0
+        if gone:
+            continue  # another worker completed it first
+        _deliver(
+            raw,
+            Message(
+                instance_id=item.instance_id, event=result.event, execution_id=item.execution_id
+            ),
+            now,
+        )
+
+
+def abandon_activities(raw: Conn, items: Sequence[ActivityWorkItem], now: int) -> None:
+    raw.executemany(
+        "UPDATE activities SET lease_owner = NULL, ready_at = ? WHERE id = ? AND lease_owner = ?",
+        [(now, i.id, i.lease_owner) for i in items],
+    )
+
+
+def renew(
+    raw: Conn, owner: str, instance_ids: Sequence[str], activity_ids: Sequence[int], expires: int
+) -> None:
+    raw.executemany(
+        "UPDATE instances SET lease_expires = ? WHERE instance_id = ? AND lease_owner = ?",
+        [(expires, i, owner) for i in instance_ids],
+    )
+    raw.executemany(
+        "UPDATE activities SET ready_at = ? WHERE id = ? AND lease_owner = ?",
+        [(expires, i, owner) for i in activity_ids],
+    )
+
+
+def next_wake(raw: Conn) -> int | None:
+    # Instances only: expired activity leases are found by polling (a crash is rare).
+    wake: int | None = raw.execute(
+        "SELECT MIN(MAX(wake_at, COALESCE(lease_expires, 0))) FROM instances"
+        " WHERE wake_at IS NOT NULL"
+    ).fetchone()[0]
+    return wake
