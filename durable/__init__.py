@@ -3,7 +3,7 @@
 from durable import task
 from durable.client import Client, SyncClient
 from durable.core.context import ActivityContext, OrchestrationContext
-from durable.core.engine import EngineOptions
+from durable.core.decision import EngineOptions
 from durable.core.errors import (
     CorruptHistoryError,
     DurableError,

@@ -25,7 +25,8 @@ from durable.core.commands import (
     StartChildOrchestration,
 )
 from durable.core.context import ActivityContext
-from durable.core.engine import Decision, EngineOptions, Execution
+from durable.core.decision import Decision, EngineOptions
+from durable.core.engine import Execution
 from durable.core.errors import (
     CorruptHistoryError,
     DurableError,

@@ -114,3 +114,21 @@ def describe_event(event: TaskCommandEvent) -> str:
             return f"send_event({t!r}, {n!r})"
         case _:
             assert_never(event)
+
+
+def same_call(command: TaskCommand, event: TaskCommandEvent) -> bool:
+    """Whether `event` records `command` (kind, name, and the target for children/events)."""
+    match command:
+        case ScheduleActivity(name=n):
+            return isinstance(event, TaskScheduled) and event.name == n
+        case CreateTimer():
+            return isinstance(event, TimerCreated)
+        case StartChildOrchestration(name=n, instance_id=c):
+            return isinstance(event, ChildOrchestrationCreated) and (
+                event.name,
+                event.instance_id,
+            ) == (n, c)
+        case SendEvent(instance_id=t, name=n):
+            return isinstance(event, EventSent) and (event.instance_id, event.name) == (t, n)
+        case _:
+            assert_never(command)

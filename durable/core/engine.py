@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeGuard, assert_never
+from typing import Any, assert_never
 
 import msgspec
 
@@ -17,15 +17,16 @@ from durable.core.commands import (
     ContinueAsNew,
     CreateTimer,
     ScheduleActivity,
-    SendEvent,
     StartChildOrchestration,
     TaskCommand,
     TaskCommandEvent,
     command_event,
     describe_command,
     describe_event,
+    same_call,
 )
 from durable.core.context import OrchestrationContext
+from durable.core.decision import Decision, EngineOptions
 from durable.core.errors import (
     HistoryTooLargeError,
     InvalidTaskError,
@@ -58,9 +59,9 @@ from durable.core.events import (
     TerminalStatus,
     TimerCreated,
     TimerFired,
-    qualified_name,
 )
 from durable.core.functions import FunctionSpec, _get
+from durable.core.history import cancelled_events, ended_by_history_cap
 from durable.core.payload import PayloadCodec
 from durable.core.state import OrchestrationStatus
 from durable.core.tasks import (
@@ -75,45 +76,6 @@ from durable.core.tasks import (
 
 _MAX_BAD_YIELDS = 100  # an orchestrator that swallows InvalidTaskError forever is failed
 _EVENT_OVERHEAD = 64  # rough bytes per event beyond its payloads, for the size estimate
-
-
-class EngineOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """Limits the engine enforces.
-
-    Attributes:
-        max_history_events: a decision that would grow the history past this fails the
-            orchestration with `HistoryTooLargeError`.
-        suggest_continue_as_new_events: `is_continue_as_new_suggested` turns true here...
-        suggest_continue_as_new_bytes: ...or once the payloads in history reach this size.
-    """
-
-    max_history_events: int = 200_000
-    suggest_continue_as_new_events: int = 10_000
-    suggest_continue_as_new_bytes: int = 10 * 1024 * 1024
-
-
-class Decision(msgspec.Struct, frozen=True, kw_only=True):
-    """What one step of an orchestration decided.
-
-    Attributes:
-        events: the history events to append, in order: the new events applied, the
-            patch markers and commands recorded, and the final event if it finished.
-        commands: the new commands, in sequence order, then the completion if any.
-        status: RUNNING, SUSPENDED, or the terminal status.
-        custom_status: the custom status after this step.
-        output: the encoded output, when it completed or was terminated with one.
-        failure: why it failed, when it failed.
-        reruns: after a rewind, the activities and children still awaited, to run (or
-            rewind) again; they are recorded already and get no new events.
-    """
-
-    events: tuple[HistoryEvent, ...]
-    commands: tuple[Command, ...]
-    status: OrchestrationStatus
-    custom_status: str | None = None
-    output: str | None = None
-    failure: FailureDetails | None = None
-    reruns: tuple[ScheduleActivity | StartChildOrchestration, ...] = ()
 
 
 @dataclass(slots=True)
@@ -481,7 +443,7 @@ class Execution:
                 "changed in a way that breaks instances already running: guard the change "
                 "with ctx.is_patched(...)"
             )
-        if not _same_call(command, event):
+        if not same_call(command, event):
             raise NonDeterminismError(
                 f"a previous execution called {recorded} with sequence number {event.task_id}, "
                 f"but the current execution called {describe_command(command)} instead; guard "
@@ -492,7 +454,7 @@ class Execution:
         if isinstance(event, OrchestratorStarted | EventRaised | PatchApplied):
             return
         finish = self._finish
-        if finish is None and _hit_history_cap(event):
+        if finish is None and ended_by_history_cap(event):
             # The cap is the engine's decision, not the code's (and the cap may have changed
             # since): adopt the recorded end, as the decision that recorded it did.
             self._pending.clear()
@@ -747,40 +709,6 @@ class Execution:
                 self._new_patches.append(patch_id)
             self._patches[patch_id] = decided
         return decided
-
-
-def cancelled_events(history: Sequence[HistoryEvent]) -> set[int]:
-    """Positions of the events that recorded rewinds cancel; replay skips them."""
-    cancelled: set[int] = set()
-    for event in history:
-        if isinstance(event, ExecutionRewound):
-            cancelled.update(event.cancels)
-    return cancelled
-
-
-def _hit_history_cap(event: HistoryEvent) -> TypeGuard[ExecutionCompleted]:
-    return (
-        isinstance(event, ExecutionCompleted)
-        and event.failure is not None
-        and event.failure.error_type == qualified_name(HistoryTooLargeError)
-    )
-
-
-def _same_call(command: TaskCommand, event: TaskCommandEvent) -> bool:
-    match command:
-        case ScheduleActivity(name=n):
-            return isinstance(event, TaskScheduled) and event.name == n
-        case CreateTimer():
-            return isinstance(event, TimerCreated)
-        case StartChildOrchestration(name=n, instance_id=c):
-            return isinstance(event, ChildOrchestrationCreated) and (
-                event.name,
-                event.instance_id,
-            ) == (n, c)
-        case SendEvent(instance_id=t, name=n):
-            return isinstance(event, EventSent) and (event.instance_id, event.name) == (t, n)
-        case _:
-            assert_never(command)
 
 
 def _not_a_task(name: str, yielded: object) -> InvalidTaskError:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import overload
+from typing import TypeGuard, overload
 
 import msgspec
 
-from durable.core.events import HistoryEvent
+from durable.core.errors import HistoryTooLargeError
+from durable.core.events import (
+    ExecutionCompleted,
+    ExecutionRewound,
+    HistoryEvent,
+    qualified_name,
+)
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(list[HistoryEvent])
@@ -75,3 +81,21 @@ def decode_event(data: str | bytes) -> HistoryEvent:
     """One event from its JSON form."""
     event: HistoryEvent = _ONE_DECODER.decode(data)
     return event
+
+
+def cancelled_events(history: Sequence[HistoryEvent]) -> set[int]:
+    """Positions of the events that recorded rewinds cancel; replay skips them."""
+    cancelled: set[int] = set()
+    for event in history:
+        if isinstance(event, ExecutionRewound):
+            cancelled.update(event.cancels)
+    return cancelled
+
+
+def ended_by_history_cap(event: HistoryEvent) -> TypeGuard[ExecutionCompleted]:
+    """Whether `event` is the FAILED end the engine records when the history cap is hit."""
+    return (
+        isinstance(event, ExecutionCompleted)
+        and event.failure is not None
+        and event.failure.error_type == qualified_name(HistoryTooLargeError)
+    )

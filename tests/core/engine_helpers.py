@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 
-from durable.core.engine import Decision, EngineOptions, Execution, replay
+from durable.core.decision import Decision, EngineOptions
+from durable.core.engine import Execution, replay
 from durable.core.events import (
     EventRaised,
     ExecutionStarted,

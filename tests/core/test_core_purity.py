@@ -15,6 +15,7 @@ CORE_MODULES = [
     "durable.core",
     "durable.core.commands",
     "durable.core.context",
+    "durable.core.decision",
     "durable.core.engine",
     "durable.core.errors",
     "durable.core.events",

@@ -10,7 +10,8 @@ import pytest
 from engine_helpers import Run, completed, dec, output_of, raised, specs_of
 
 from durable.core.commands import ContinueAsNew, ScheduleActivity
-from durable.core.engine import EngineOptions, Execution, replay
+from durable.core.decision import EngineOptions
+from durable.core.engine import Execution, replay
 from durable.core.events import ExecutionSuspended, TaskCompleted
 from durable.core.payload import PayloadCodec
 from durable.core.state import OrchestrationStatus

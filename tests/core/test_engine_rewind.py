@@ -9,7 +9,8 @@ from engine_helpers import T0, Run, completed, details_of, enc, failed, output_o
 
 from durable.core import tasks
 from durable.core.commands import ScheduleActivity, StartChildOrchestration
-from durable.core.engine import Decision, Execution, cancelled_events, replay
+from durable.core.decision import Decision
+from durable.core.engine import Execution, replay
 from durable.core.events import (
     ChildOrchestrationFailed,
     ExecutionCompleted,
@@ -17,6 +18,7 @@ from durable.core.events import (
     HistoryEvent,
     OrchestratorStarted,
 )
+from durable.core.history import cancelled_events
 from durable.core.state import OrchestrationStatus as S
 
 

@@ -27,7 +27,8 @@ from durable.core.commands import (
     StartChildOrchestration,
     TaskCommand,
 )
-from durable.core.engine import EngineOptions, Execution, replay
+from durable.core.decision import EngineOptions
+from durable.core.engine import Execution, replay
 from durable.core.errors import TaskFailedError
 from durable.core.events import (
     ChildOrchestrationCompleted,
