@@ -32,6 +32,7 @@ from durable.core.errors import (
     DurableError,
     NotRegisteredError,
     StoreError,
+    StoreFullError,
     TaskFailedError,
 )
 from durable.core.events import (
@@ -252,6 +253,9 @@ class Worker:
                 return
             except asyncio.CancelledError:
                 raise
+            except StoreError as e:  # busy or full: expected to pass; no traceback
+                log.warning("worker loop %s: %s; retrying", getattr(loop_fn, "__name__", ""), e)
+                await self._sleep(min(self._poll, 1.0))
             except Exception:
                 log.exception("worker loop %s failed; retrying", getattr(loop_fn, "__name__", ""))
                 await self._sleep(min(self._poll, 1.0))
@@ -284,24 +288,46 @@ class Worker:
                 await self._idle(store.orchestration_work, seen)
                 continue
             commits: list[OrchestrationCommit] = []
+            trouble = False
             for item in items:
-                commit = await self._decide(item)
+                try:
+                    commit = await self._decide(item)
+                except StoreError as e:  # the store failed us; the claim is ours to retry
+                    log.warning(
+                        "orchestration %s: the store failed (%s); retrying", item.instance_id, e
+                    )
+                    self._cache.pop(item.instance_id, None)
+                    trouble = True
+                    continue
                 if commit is not None:
                     commits.append(commit)
             if commits:
-                try:
-                    outcomes = await store.commit_orchestrations(commits)
-                except StoreError as e:  # nothing was written: the decisions are made again
-                    log.warning("could not commit %d decisions (%s); retrying", len(commits), e)
-                    for commit in commits:
-                        self._cache.pop(commit.item.instance_id, None)
-                        await self._release(commit.item, self._poll)
-                    await self._sleep(self._poll)
-                    continue
-                for commit, outcome in zip(commits, outcomes, strict=True):
-                    if outcome is not None:
-                        log.warning("commit for %s rejected: %s", commit.item.instance_id, outcome)
-                        self._cache.pop(commit.item.instance_id, None)
+                trouble |= not await self._commit(commits)
+            if trouble:
+                await self._sleep(self._poll)
+
+    async def _commit(self, commits: list[OrchestrationCommit]) -> bool:
+        """Commit the decisions together; False if the store failed (nothing was written).
+
+        Instances whose commit failed stay leased to this worker, which claims them again
+        at once (a release could fail the same way), and decides them afresh.
+        """
+        try:
+            outcomes = await self.store.commit_orchestrations(commits)
+        except StoreError as e:
+            if isinstance(e, StoreFullError) and len(commits) > 1:
+                # One large decision may be what does not fit: the others may.
+                results = [await self._commit([c]) for c in commits]
+                return all(results)
+            log.warning("could not commit %d decisions (%s); retrying", len(commits), e)
+            for commit in commits:
+                self._cache.pop(commit.item.instance_id, None)
+            return False
+        for commit, outcome in zip(commits, outcomes, strict=True):
+            if outcome is not None:
+                log.warning("commit for %s rejected: %s", commit.item.instance_id, outcome)
+                self._cache.pop(commit.item.instance_id, None)
+        return True
 
     async def _decide(self, item: OrchestrationWorkItem) -> OrchestrationCommit | None:
         iid = item.instance_id
@@ -326,9 +352,7 @@ class Worker:
             commit = self._commit_for(item, execution, decision, now)
         except Exception as e:  # non-determinism, or a bug: block the instance, lose nothing
             if isinstance(e, StoreError) and not isinstance(e, CorruptHistoryError):
-                log.warning("orchestration %s: the store failed (%s); retrying", iid, e)
-                await self._release(item, self._poll)  # the store's trouble, not the code's
-                return None
+                raise  # the store's trouble, not the code's
             stop = next((m for m in item.messages if isinstance(m, ExecutionTerminated)), None)
             if stop is not None:  # ...but a blocked instance can still be terminated
                 self._blocked.pop(iid, None)
@@ -345,8 +369,12 @@ class Worker:
     async def _terminate_blocked(
         self, item: OrchestrationWorkItem, stop: ExecutionTerminated
     ) -> OrchestrationCommit:
-        # The code cannot replay the history, so the history itself says whom to tell.
-        history = await self.store.load_history(item.instance_id, item.execution_id)
+        # The code cannot replay the history, so the history itself says whom to tell
+        # (unless it cannot be read either: then the parent is not told).
+        try:
+            history = await self.store.load_history(item.instance_id, item.execution_id)
+        except CorruptHistoryError:
+            history = []
         state = await self.store.get_state(item.instance_id)
         now = self.store.clock()
         events = (*history, *item.messages)
@@ -373,10 +401,6 @@ class Worker:
             output=stop.output,
             messages=tuple(messages),
         )
-
-    async def _release(self, item: OrchestrationWorkItem, retry_after: float) -> None:
-        with contextlib.suppress(StoreError):  # if this fails too, the lease runs out
-            await self.store.abandon_orchestration(item, retry_after, None)
 
     async def _block(self, item: OrchestrationWorkItem, error: Exception) -> None:
         blocked = self._blocked.setdefault(item.instance_id, _Blocked(0))
@@ -532,7 +556,7 @@ class Worker:
         while self._results:
             batch, self._results = self._results, []
             try:
-                await self.store.complete_activities(batch)
+                await self._record(batch)
             except StoreError as e:
                 self._results[:0] = batch
                 if deadline is None and self._stopping is not None and self._stopping.is_set():
@@ -544,6 +568,25 @@ class Worker:
                 log.warning("could not record %d activity results (%s); retrying", len(batch), e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max(self._poll, 0.05) * 4)
+
+    async def _record(self, batch: list[ActivityResult]) -> None:
+        """Record results together; when the store is full, one by one (some may fit).
+
+        Raises:
+            StoreError: nothing could be recorded; `batch` keeps what was not.
+        """
+        try:
+            await self.store.complete_activities(batch)
+            batch.clear()
+        except StoreFullError:
+            if len(batch) == 1:
+                raise
+            for result in list(batch):
+                with contextlib.suppress(StoreFullError):
+                    await self.store.complete_activities([result])
+                    batch.remove(result)
+            if batch:
+                raise
 
     async def _renew_loop(self) -> None:
         assert self._stopping is not None

@@ -53,13 +53,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         ord             INTEGER NOT NULL UNIQUE,  -- creation order, for listing
         name            TEXT NOT NULL,
         execution_id    TEXT NOT NULL,
-        start           BLOB NOT NULL,            -- the current ExecutionStarted, JSON
         parent_id       TEXT,
         status          TEXT NOT NULL,
         created_at      INTEGER NOT NULL,         -- times: microseconds since 1970, UTC
         updated_at      INTEGER NOT NULL,
         scheduled_start INTEGER,
-        input           TEXT,
         output          TEXT,
         custom_status   TEXT,
         failure         BLOB,
@@ -72,6 +70,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX instances_parent ON instances (parent_id) WHERE parent_id IS NOT NULL;
     CREATE INDEX instances_status ON instances (status, ord);
     CREATE INDEX instances_name ON instances (name, ord);
+
+    -- Payloads live apart from the rows that leases and wake-ups update all the time:
+    -- SQLite rewrites a whole row on update, and a claim must not copy a 2 MiB input.
+    CREATE TABLE inputs (
+        instance_id TEXT PRIMARY KEY,
+        input       TEXT
+    );
 
     -- The append-only log of the current execution of each instance.
     CREATE TABLE history (
@@ -98,13 +103,18 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         execution_id TEXT NOT NULL,
         task_id      INTEGER NOT NULL,
         name         TEXT NOT NULL,
-        input        TEXT,
         attempt      INTEGER NOT NULL,
         ready_at     INTEGER NOT NULL,            -- claimable from then: creation or lease end
         lease_owner  TEXT,
         UNIQUE (instance_id, execution_id, task_id)
     );
     CREATE INDEX activities_ready ON activities (ready_at);
+    CREATE INDEX activities_instance ON activities (instance_id);
+
+    CREATE TABLE activity_inputs (
+        id    INTEGER PRIMARY KEY,                -- activities.id
+        input TEXT
+    );
     """,
 )
 
@@ -124,9 +134,10 @@ _FAILURE_DECODER = msgspec.json.Decoder(FailureDetails)
 _START_DECODER = msgspec.json.Decoder(ExecutionStarted)
 
 _STATE_COLUMNS = (
-    "instance_id, name, status, created_at, updated_at, input, output, custom_status, "
+    "i.instance_id, name, status, created_at, updated_at, p.input, output, custom_status, "
     "failure, parent_id, execution_id, scheduled_start"
 )
+_STATE_TABLES = "instances AS i LEFT JOIN inputs AS p ON p.instance_id = i.instance_id"
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -164,30 +175,34 @@ def create(raw: Conn, instance: NewInstance, now: int) -> None:
     visible = None if instance.visible_at is None else us(instance.visible_at)
     parent = start.parent
     raw.execute(
-        "INSERT INTO instances (instance_id, ord, name, execution_id, start, parent_id, status,"
-        " created_at, updated_at, scheduled_start, input, wake_at)"
-        " VALUES (?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM instances), ?, ?, ?, ?, ?, ?, ?,"
-        " ?, ?, ?)",
+        "INSERT INTO instances (instance_id, ord, name, execution_id, parent_id, status,"
+        " created_at, updated_at, scheduled_start, wake_at)"
+        " VALUES (?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM instances), ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             start.instance_id,
             start.name,
             start.execution_id,
-            encode_event(start),
             parent.instance_id if parent else None,
             OrchestrationStatus.PENDING.value,
             now,
             now,
             visible,
-            start.input,
             visible or 0,
         ),
+    )
+    raw.execute(
+        "INSERT INTO inputs (instance_id, input) VALUES (?, ?)", (start.instance_id, start.input)
     )
     _insert_message(raw, start.instance_id, start, visible)
 
 
 def _delete(raw: Conn, ids: Sequence[str]) -> None:
     params = [(i,) for i in ids]
-    for table in ("history", "messages", "activities", "instances"):
+    raw.executemany(
+        "DELETE FROM activity_inputs WHERE id IN (SELECT id FROM activities WHERE instance_id = ?)",
+        params,
+    )
+    for table in ("history", "messages", "activities", "inputs", "instances"):
         raw.executemany(f"DELETE FROM {table} WHERE instance_id = ?", params)  # noqa: S608
 
 
@@ -233,6 +248,11 @@ def _deliver(raw: Conn, message: Message, now: int) -> bool:
     _insert_message(raw, iid, event, visible)
     if status in _TERMINAL and not rewind:
         return True  # kept, but nothing to do until a rewind
+    if rewind:  # it runs again from now on (its history says how, once replayed)
+        raw.execute(
+            "UPDATE instances SET status = ?, failure = NULL, updated_at = ? WHERE instance_id = ?",
+            (OrchestrationStatus.RUNNING.value, now, iid),
+        )
     if length == 0 and status not in _TERMINAL and _kind(event) not in _STARTER_KINDS:
         return True  # a delayed start: other messages wait for it (or a terminate)
     due = visible if visible is not None else 0
@@ -291,7 +311,7 @@ def _state(row: Sequence[Any]) -> OrchestrationState:
 
 def get_state(raw: Conn, iid: str) -> OrchestrationState | None:
     row = raw.execute(
-        f"SELECT {_STATE_COLUMNS} FROM instances WHERE instance_id = ?",  # noqa: S608
+        f"SELECT {_STATE_COLUMNS} FROM {_STATE_TABLES} WHERE i.instance_id = ?",  # noqa: S608
         (iid,),
     ).fetchone()
     return None if row is None else _state(row)
@@ -334,7 +354,7 @@ def list_page(raw: Conn, q: InstanceQuery) -> InstancePage:
         where.append("created_at <= ?")
         args.append(us(q.created_to))
     rows = raw.execute(
-        f"SELECT {_STATE_COLUMNS}, ord FROM instances WHERE {' AND '.join(where)}"  # noqa: S608
+        f"SELECT {_STATE_COLUMNS}, ord FROM {_STATE_TABLES} WHERE {' AND '.join(where)}"  # noqa: S608
         " ORDER BY ord LIMIT ?",
         (*args, q.limit + 1),
     ).fetchall()
@@ -377,9 +397,9 @@ def purge(raw: Conn, ids: list[str], recursive: bool) -> int:
 def claim(raw: Conn, owner: str, limit: int, now: int, expires: int) -> list[OrchestrationWorkItem]:
     rows = raw.execute(
         "SELECT instance_id, execution_id, name, history_length, status FROM instances"
-        " WHERE wake_at <= ? AND (lease_expires IS NULL OR lease_expires <= ?)"
+        " WHERE wake_at <= ? AND (lease_expires IS NULL OR lease_expires <= ? OR lease_owner = ?)"
         " ORDER BY wake_at LIMIT ?",
-        (now, now, limit),
+        (now, now, owner, limit),
     ).fetchall()
     items: list[OrchestrationWorkItem] = []
     for iid, execution_id, name, length, status in rows:
@@ -486,15 +506,16 @@ def _commit(raw: Conn, commit: OrchestrationCommit, now: int) -> None:
             iid,
         ),
     )
-    if commit.activities:
-        raw.executemany(
-            "INSERT OR IGNORE INTO activities (instance_id, execution_id, task_id, name, input,"
-            " attempt, ready_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (iid, item.execution_id, a.task_id, a.name, a.input, a.attempt, now)
-                for a in commit.activities
-            ],
+    for a in commit.activities:
+        added = raw.execute(
+            "INSERT OR IGNORE INTO activities (instance_id, execution_id, task_id, name, attempt,"
+            " ready_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (iid, item.execution_id, a.task_id, a.name, a.attempt, now),
         )
+        if added.rowcount == 1:  # not already waiting (a rewind asks again for running work)
+            raw.execute(
+                "INSERT INTO activity_inputs (id, input) VALUES (?, ?)", (added.lastrowid, a.input)
+            )
     for child in commit.children:
         _start_child(raw, child, now)
     if commit.new_execution is not None:
@@ -521,16 +542,11 @@ def _continue_as_new(
     raw.execute("DELETE FROM messages WHERE instance_id = ?", (iid,))
     raw.execute("DELETE FROM history WHERE instance_id = ?", (iid,))
     raw.execute(
-        "UPDATE instances SET execution_id = ?, start = ?, input = ?, status = ?,"
-        " history_length = 0, output = NULL, failure = NULL WHERE instance_id = ?",
-        (
-            start.execution_id,
-            encode_event(start),
-            start.input,
-            OrchestrationStatus.PENDING.value,
-            iid,
-        ),
+        "UPDATE instances SET execution_id = ?, status = ?, history_length = 0, output = NULL,"
+        " failure = NULL WHERE instance_id = ?",
+        (start.execution_id, OrchestrationStatus.PENDING.value, iid),
     )
+    raw.execute("UPDATE inputs SET input = ? WHERE instance_id = ?", (start.input, iid))
     _insert_message(raw, iid, start, None)
     for m in carried:
         _insert_message(raw, iid, m.event, None)
@@ -587,8 +603,9 @@ def claim_activities(
     raw: Conn, owner: str, limit: int, now: int, expires: int
 ) -> list[ActivityWorkItem]:
     rows = raw.execute(
-        "SELECT id, instance_id, execution_id, task_id, name, input, attempt FROM activities"
-        " WHERE ready_at <= ? ORDER BY ready_at, id LIMIT ?",
+        "SELECT a.id, instance_id, execution_id, task_id, name, input, attempt"
+        " FROM activities AS a LEFT JOIN activity_inputs AS p ON p.id = a.id"
+        " WHERE ready_at <= ? ORDER BY ready_at, a.id LIMIT ?",
         (now, limit),
     ).fetchall()
     raw.executemany(
@@ -616,6 +633,7 @@ def complete_activities(raw: Conn, results: Sequence[ActivityResult], now: int) 
         gone = raw.execute("DELETE FROM activities WHERE id = ?", (item.id,)).rowcount == 0
         if gone:
             continue  # another worker completed it first
+        raw.execute("DELETE FROM activity_inputs WHERE id = ?", (item.id,))
         _deliver(
             raw,
             Message(

@@ -277,6 +277,9 @@ class Store(Protocol):
     ) -> None:
         """Give the claim back untouched; retry no sooner than `retry_after` seconds.
 
+        A message that arrives meanwhile ends the wait (it may be what unblocks the
+        instance: a terminate, or the result it waits for).
+
         `error`, if given, is shown in the instance's state (its status is unchanged).
         """
         ...

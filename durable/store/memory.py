@@ -118,6 +118,7 @@ class MemoryStore:
         self._delayed: list[tuple[datetime, int, str]] = []  # (visible_at, seq, instance id)
         self._activities: dict[int, _Activity] = {}
         self._activity_queue: dict[int, None] = {}
+        self._activity_keys: dict[tuple[str, str, int], int] = {}
         self._leased: dict[str, None] = {}
         self._seq = itertools.count(1)
         self._order = itertools.count(1)
@@ -148,6 +149,8 @@ class MemoryStore:
                 f"an orchestration with id {iid!r} already exists and is {old.status.value}; "
                 "pick another id, or wait for it to finish"
             )
+        if old is not None:
+            self._drop_activities(iid)
         inst = _Instance(
             start=instance.start,
             status=OrchestrationStatus.PENDING,
@@ -160,6 +163,7 @@ class MemoryStore:
         self._enqueue(inst, instance.start, instance.visible_at)
 
     def _enqueue(self, inst: _Instance, event: InboundEvent, visible_at: datetime | None) -> None:
+        inst.not_before = None  # news ends a backoff: it may be what unblocks the instance
         seq = next(self._seq)
         inst.inbox.append(_Message(seq, event, visible_at))
         iid = inst.start.instance_id
@@ -187,6 +191,10 @@ class MemoryStore:
             return
         if message.execution_id is not None and message.execution_id != inst.start.execution_id:
             return
+        if rewind:  # it runs again from now on (its history says how, once replayed)
+            inst.status = OrchestrationStatus.RUNNING
+            inst.failure = None
+            inst.updated_at = self.clock()
         self._enqueue(inst, message.event, message.visible_at)
 
     async def get_state(self, instance_id: str) -> OrchestrationState | None:
@@ -241,7 +249,16 @@ class MemoryStore:
                     )
             for iid in found:
                 del self._instances[iid]
+                self._drop_activities(iid)
             return len(found)
+
+    def _drop_activities(self, iid: str) -> None:
+        for aid, act in list(self._activities.items()):
+            if act.item.instance_id == iid:
+                del self._activities[aid]
+                self._activity_queue.pop(aid, None)
+                item = act.item
+                self._activity_keys.pop((iid, item.execution_id, item.task_id), None)
 
     # -- orchestration work ----------------------------------------------------------
 
@@ -256,6 +273,13 @@ class MemoryStore:
             while self._delayed and self._delayed[0][0] <= now:
                 _, _, iid = heapq.heappop(self._delayed)
                 self._ready[iid] = None
+            own = [
+                i
+                for i in self._leased
+                if (inst := self._instances.get(i)) is not None and inst.lease_owner == owner
+            ]
+            if own:  # the owner's earlier claims whose commit failed come first
+                self._ready = {**dict.fromkeys(own), **self._ready}
             skipped: list[str] = []
             while self._ready and len(items) < limit:
                 iid = next(iter(self._ready))
@@ -267,7 +291,11 @@ class MemoryStore:
                     isinstance(m.event, ExecutionRewound) for m in inst.inbox
                 ):
                     continue
-                if inst.lease_owner is not None and inst.lease_expires and inst.lease_expires > now:
+                if (
+                    inst.lease_owner not in (None, owner)
+                    and inst.lease_expires
+                    and inst.lease_expires > now
+                ):
                     continue  # re-queued when the lease holder commits or the lease expires
                 if inst.not_before is not None and inst.not_before > now:
                     skipped.append(iid)
@@ -344,7 +372,11 @@ class MemoryStore:
         inst.lease_owner = inst.lease_expires = inst.not_before = None
         self._leased.pop(item.instance_id, None)
         for a in commit.activities:
+            key = (item.instance_id, item.execution_id, a.task_id)
+            if key in self._activity_keys:
+                continue  # already waiting to run (a rewind asks again for running work)
             aid = next(self._seq)
+            self._activity_keys[key] = aid
             self._activities[aid] = _Activity(
                 ActivityWorkItem(
                     id=aid,
@@ -463,6 +495,9 @@ class MemoryStore:
                 self._activity_queue.pop(result.item.id, None)
                 if act is None:
                     continue
+                self._activity_keys.pop(
+                    (act.item.instance_id, act.item.execution_id, act.item.task_id), None
+                )
                 inst = self._instances.get(act.item.instance_id)
                 if inst is not None:
                     self._deliver(

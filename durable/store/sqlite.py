@@ -13,6 +13,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -45,6 +46,14 @@ T = TypeVar("T")
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _PRAGMA_NAME = re.compile(r"[a-z_]{1,64}")
 _PRAGMA_VALUE = re.compile(r"-?[A-Za-z0-9_]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    """An aiosqlite connection and the sqlite3 connection its thread drives."""
+
+    conn: aiosqlite.Connection
+    raw: sqlite3.Connection
 
 
 class SqliteStore:
@@ -87,8 +96,8 @@ class SqliteStore:
         self._synchronous = synchronous.upper()
         self._busy_ms = int(busy_timeout * 1000)
         self._pragmas = dict(pragmas or {})
-        self._conn: aiosqlite.Connection | None = None
-        self._raw: sqlite3.Connection | None = None
+        self._writer: _Link | None = None
+        self._reader: _Link | None = None
         self._opening: concurrent.futures.Future[None] | None = None
         self._open_lock = threading.Lock()
 
@@ -102,12 +111,14 @@ class SqliteStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # -- connection ------------------------------------------------------------------
+    # -- connections -----------------------------------------------------------------
+    # Two connections, each with its own thread: writes queue on one, while reads (state,
+    # histories, lists) go on at once on the other, as WAL allows.
 
-    async def _ready(self) -> tuple[aiosqlite.Connection, sqlite3.Connection]:
-        conn, raw = self._conn, self._raw
-        if conn is not None and raw is not None:
-            return conn, raw
+    async def _ready(self) -> tuple[_Link, _Link]:
+        writer, reader = self._writer, self._reader
+        if writer is not None and reader is not None:
+            return writer, reader
         with self._open_lock:
             opening = self._opening
             owner = opening is None
@@ -124,11 +135,21 @@ class SqliteStore:
                 raise
         else:
             await asyncio.wrap_future(opening)
-        assert self._conn is not None and self._raw is not None
-        return self._conn, self._raw
+        assert self._writer is not None and self._reader is not None
+        return self._writer, self._reader
 
     async def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await self._connect()
+        try:
+            await _call(writer.conn, self._configure, writer.raw)
+            reader = await self._connect()
+        except BaseException:
+            await writer.conn.close()
+            raise
+        self._writer, self._reader = writer, reader
+
+    async def _connect(self) -> _Link:
         conn = aiosqlite.connect(self.path, isolation_level=None, timeout=self._busy_ms / 1000)
         # aiosqlite's thread is not a daemon: a store the program forgot to close would
         # keep the interpreter from exiting. Nothing is lost by not waiting for it: every
@@ -136,18 +157,18 @@ class SqliteStore:
         thread = getattr(conn, "_thread", None)
         if isinstance(thread, threading.Thread):
             thread.daemon = True
-        await conn
         try:
+            await conn
             raw = await _call(conn, lambda: conn._conn)
-            await _call(conn, self._configure, raw)
-        except BaseException:
+            await _call(conn, raw.execute, f"PRAGMA busy_timeout = {self._busy_ms}")
+        except sqlite3.Error as e:
             await conn.close()
-            raise
-        self._conn, self._raw = conn, raw
+            raise _store_error(e, f"cannot open {self.path}") from e
+        return _Link(conn, raw)
 
     def _configure(self, raw: Conn) -> None:
         try:
-            raw.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            self._check_version(raw)  # before anything changes the file
             mode = raw.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: SQLite could not switch to WAL (got {mode!r})")
@@ -159,17 +180,21 @@ class SqliteStore:
         except sqlite3.Error as e:
             raise _store_error(e, f"cannot open {self.path}") from e
 
+    def _check_version(self, raw: Conn) -> int:
+        version = int(raw.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this durable "
+                f"({SCHEMA_VERSION}); upgrade durable"
+            )
+        return version
+
     def _migrate(self, raw: Conn) -> None:
-        if raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        if self._check_version(raw) == SCHEMA_VERSION:
             return
         raw.execute("BEGIN IMMEDIATE")  # another process may be migrating: it waits here
         try:
-            version = raw.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}, newer than this durable "
-                    f"({SCHEMA_VERSION}); upgrade durable"
-                )
+            version = self._check_version(raw)
             for script in sql.MIGRATIONS[version:]:
                 for statement in _statements(script):
                     raw.execute(statement)
@@ -180,23 +205,23 @@ class SqliteStore:
             raise
 
     async def close(self) -> None:
-        """Close the connection; the store reopens on its next use."""
-        conn = self._conn
+        """Close the connections; the store reopens on its next use."""
         with self._open_lock:
-            self._conn = self._raw = None
+            links = [link for link in (self._writer, self._reader) if link is not None]
+            self._writer = self._reader = None
             self._opening = None
-        if conn is not None:
-            await conn.close()
+        for link in links:
+            await link.conn.close()
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(raw, *args)` as one BEGIN IMMEDIATE transaction on the connection's thread."""
-        conn, raw = await self._ready()
-        return await _call(conn, _transaction, raw, fn, args)
+        """Run `fn(raw, *args)` as one BEGIN IMMEDIATE transaction on the writer's thread."""
+        writer, _ = await self._ready()
+        return await _call(writer.conn, _transaction, writer.raw, fn, args)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        conn, raw = await self._ready()
+        _, reader = await self._ready()
         try:
-            return await _call(conn, fn, raw, *args)
+            return await _call(reader.conn, fn, reader.raw, *args)
         except sqlite3.Error as e:
             raise _store_error(e, "read failed") from e
 
