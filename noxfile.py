@@ -38,6 +38,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks; each prints figures and writes them as JSON."""
     session.install("-e", ".")
     session.run("python", "benchmarks/engine.py", *session.posargs)
+    session.run("python", "benchmarks/sqlite.py", *session.posargs)
 
 
 @nox.session

@@ -340,7 +340,11 @@ class Worker:
                 or execution.execution_id != item.execution_id
                 or execution.history_length != item.history_length
             ):
-                history = await self.store.load_history(iid, item.execution_id)
+                history = (
+                    await self.store.load_history(iid, item.execution_id)
+                    if item.history_length
+                    else []  # a new execution: nothing to read
+                )
                 if len(history) != item.history_length:
                     # The store moved on since the claim; give it back to be claimed afresh.
                     await self.store.abandon_orchestration(item, 0.0, None)

@@ -394,6 +394,24 @@ def purge(raw: Conn, ids: list[str], recursive: bool) -> int:
     return len(found)
 
 
+def has_work(raw: Conn, owner: str, limit: int, now: int, expires: int) -> bool:
+    """Whether `claim` would find an instance to look at (a read, without the lock)."""
+    return (
+        raw.execute(
+            "SELECT 1 FROM instances WHERE wake_at <= ?"
+            " AND (lease_expires IS NULL OR lease_expires <= ? OR lease_owner = ?) LIMIT 1",
+            (now, now, owner),
+        ).fetchone()
+        is not None
+    )
+
+
+def has_activities(raw: Conn, owner: str, limit: int, now: int, expires: int) -> bool:
+    """Whether `claim_activities` would find an activity (a read, without the lock)."""
+    row = raw.execute("SELECT 1 FROM activities WHERE ready_at <= ? LIMIT 1", (now,)).fetchone()
+    return row is not None
+
+
 def claim(raw: Conn, owner: str, limit: int, now: int, expires: int) -> list[OrchestrationWorkItem]:
     rows = raw.execute(
         "SELECT instance_id, execution_id, name, history_length, status FROM instances"

@@ -213,10 +213,16 @@ class SqliteStore:
         for link in links:
             await link.conn.close()
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(raw, *args)` as one BEGIN IMMEDIATE transaction on the writer's thread."""
+    async def _write(
+        self, fn: Callable[..., T], *args: Any, probe: Callable[..., bool] | None = None
+    ) -> T:
+        """Run `fn(raw, *args)` as one BEGIN IMMEDIATE transaction on the writer's thread.
+
+        With `probe`, a cheap read first: if `probe(raw, *args)` is false there is nothing
+        to write, and `fn` runs without taking the write lock (claims that find no work).
+        """
         writer, _ = await self._ready()
-        return await _call(writer.conn, _transaction, writer.raw, fn, args)
+        return await _call(writer.conn, _transaction, writer.raw, fn, args, probe)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         _, reader = await self._ready()
@@ -259,7 +265,8 @@ class SqliteStore:
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[OrchestrationWorkItem]:
         now = sql.us(self.clock())
-        return await self._write(sql.claim, owner, limit, now, now + int(lease_seconds * 1e6))
+        expires = now + int(lease_seconds * 1e6)
+        return await self._write(sql.claim, owner, limit, now, expires, probe=sql.has_work)
 
     async def commit_orchestrations(
         self, commits: Sequence[OrchestrationCommit]
@@ -285,7 +292,9 @@ class SqliteStore:
     ) -> list[ActivityWorkItem]:
         now = sql.us(self.clock())
         expires = now + int(lease_seconds * 1e6)
-        return await self._write(sql.claim_activities, owner, limit, now, expires)
+        return await self._write(
+            sql.claim_activities, owner, limit, now, expires, probe=sql.has_activities
+        )
 
     async def complete_activities(self, results: Sequence[ActivityResult]) -> None:
         if results:
@@ -331,8 +340,12 @@ async def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) ->
     return cast(T, await run(fn, *args))
 
 
-def _transaction(raw: Conn, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+def _transaction(
+    raw: Conn, fn: Callable[..., T], args: tuple[Any, ...], probe: Callable[..., bool] | None
+) -> T:
     try:
+        if probe is not None and not probe(raw, *args):
+            return fn(raw, *args)  # finds nothing to change: no lock, no transaction
         raw.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as e:
         raise _store_error(e, "cannot start a write transaction") from e
