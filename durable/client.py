@@ -21,7 +21,7 @@ from durable.core.events import (
     InboundEvent,
 )
 from durable.core.functions import orchestrator_spec
-from durable.core.history import History
+from durable.core.history import History, fork_history
 from durable.core.payload import DEFAULT_MAX_PAYLOAD_BYTES, PayloadCodec
 from durable.core.state import OrchestrationState, OrchestrationStatus
 from durable.store.base import InstanceQuery, Message, NewInstance, Store
@@ -245,6 +245,42 @@ class Client:
         await self.store.create_instance(NewInstance(start=start))
         return instance_id
 
+    async def fork_orchestration(
+        self, instance_id: str, *, at: int, new_instance_id: str | None = None
+    ) -> str:
+        """Start a new instance that goes on from the first `at` events of another's history.
+
+        The steps recorded in those events keep their results and are not run again;
+        the work they were waiting for starts again, and the orchestrator (the code
+        registered now, perhaps fixed) decides everything after. The original is not
+        touched. Use it to re-run an agent from a chosen step with changed code.
+
+        Args:
+            instance_id: the original.
+            at: how many of its history events to keep (1 keeps only the start).
+            new_instance_id: the fork's id; a new one by default.
+
+        Returns:
+            The fork's instance id.
+
+        Raises:
+            OrchestrationNotFoundError: there is no such instance.
+            ValueError: `at` is out of range.
+            OrchestrationAlreadyExistsError: an unfinished instance has `new_instance_id`.
+        """
+        history = await self.store.get_history(instance_id)
+        if not history:
+            raise OrchestrationNotFoundError(f"no orchestration has id {instance_id!r}")
+        new = new_instance_id or f"{instance_id}-fork-{uuid.uuid4().hex[:8]}"
+        events = fork_history(history, at, new, uuid.uuid4().hex)
+        start = next(e for e in events if isinstance(e, ExecutionStarted))
+        reason = f"forked from {instance_id!r} at event {at}"
+        resume = ExecutionRewound(timestamp=self.store.clock(), reason=reason)
+        await self.store.create_instance(
+            NewInstance(start=start, history=tuple(events), resume=resume)
+        )
+        return new
+
     async def get_orchestration_history(self, instance_id: str) -> History:
         """The current execution's history as typed events (JSON via `History.to_json()`)."""
         return History(await self.store.get_history(instance_id))
@@ -415,6 +451,14 @@ class SyncClient:
     def rewind_orchestration(self, instance_id: str, *, reason: str | None = None) -> None:
         """See `Client.rewind_orchestration`."""
         self._run(self._client.rewind_orchestration(instance_id, reason=reason))
+
+    def fork_orchestration(
+        self, instance_id: str, *, at: int, new_instance_id: str | None = None
+    ) -> str:
+        """See `Client.fork_orchestration`."""
+        return self._run(
+            self._client.fork_orchestration(instance_id, at=at, new_instance_id=new_instance_id)
+        )
 
     def get_orchestration_history(self, instance_id: str) -> History:
         """See `Client.get_orchestration_history`."""

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 from durable.core.commands import (
     CompleteOrchestration,
@@ -418,7 +418,7 @@ class Worker:
     def _commit_for(
         self, item: OrchestrationWorkItem, execution: Execution, decision: Decision, now: datetime
     ) -> OrchestrationCommit:
-        iid, exec_id = item.instance_id, item.execution_id
+        iid = item.instance_id
         activities: list[ScheduleActivity] = []
         messages: list[Message] = []
         children: list[NewInstance] = []
@@ -429,24 +429,13 @@ class Worker:
             match command:
                 case ScheduleActivity():
                     activities.append(command)
-                case CreateTimer(task_id=t, fire_at=f):
-                    fired = TimerFired(timestamp=f, task_id=t, fire_at=f)
-                    messages.append(
-                        Message(instance_id=iid, event=fired, execution_id=exec_id, visible_at=f)
-                    )
+                case CreateTimer():
+                    messages.append(_timer(item, command))
                 case SendEvent(instance_id=target, name=n, input=x):
                     raised = EventRaised(timestamp=now, name=n, input=x)
                     messages.append(Message(instance_id=target, event=raised))
-                case StartChildOrchestration(task_id=t, name=n, instance_id=child, input=x):
-                    start = ExecutionStarted(
-                        timestamp=now,
-                        name=n,
-                        instance_id=child,
-                        execution_id=uuid.uuid4().hex,
-                        input=x,
-                        parent=ParentInstance(instance_id=iid, execution_id=exec_id, task_id=t),
-                    )
-                    children.append(NewInstance(start=start))
+                case StartChildOrchestration():
+                    children.append(_child(item, command, now))
                 case CompleteOrchestration(status=status, result=result, failure=failure):
                     if parent is not None:
                         messages.append(_report_to_parent(parent, status, result, failure, now))
@@ -464,13 +453,19 @@ class Worker:
                         parent=parent,
                     )
                     carried = [Message(instance_id=iid, event=e) for e in events]
-        for rerun in decision.reruns:  # after a rewind: run the failed steps again
+        for rerun in decision.reruns:  # after a rewind, or in a fork: start awaited work again
             match rerun:
                 case ScheduleActivity():
-                    activities.append(rerun)
-                case StartChildOrchestration(instance_id=child):
-                    again = ExecutionRewound(timestamp=now, reason="the parent was rewound")
-                    messages.append(Message(instance_id=child, event=again))
+                    activities.append(rerun)  # the store skips one already waiting
+                case CreateTimer():
+                    messages.append(_timer(item, rerun))  # a second firing is ignored
+                case StartChildOrchestration():
+                    # A child that exists is left as it is, or rewound if it failed.
+                    children.append(_child(item, rerun, now, if_absent=True))
+                    again = ExecutionRewound(timestamp=now, reason="its parent was rewound")
+                    messages.append(Message(instance_id=rerun.instance_id, event=again))
+                case _:
+                    assert_never(rerun)
         return OrchestrationCommit(
             item=item,
             events=decision.events,
@@ -598,6 +593,36 @@ class Worker:
             await self._sleep(self._lease / 3)
             if self._running:
                 await self.store.renew_leases(self.id, (), list(self._running), self._lease)
+
+
+def _timer(item: OrchestrationWorkItem, timer: CreateTimer) -> Message:
+    fired = TimerFired(timestamp=timer.fire_at, task_id=timer.task_id, fire_at=timer.fire_at)
+    return Message(
+        instance_id=item.instance_id,
+        event=fired,
+        execution_id=item.execution_id,
+        visible_at=timer.fire_at,
+    )
+
+
+def _child(
+    item: OrchestrationWorkItem,
+    command: StartChildOrchestration,
+    now: datetime,
+    *,
+    if_absent: bool = False,
+) -> NewInstance:
+    start = ExecutionStarted(
+        timestamp=now,
+        name=command.name,
+        instance_id=command.instance_id,
+        execution_id=uuid.uuid4().hex,
+        input=command.input,
+        parent=ParentInstance(
+            instance_id=item.instance_id, execution_id=item.execution_id, task_id=command.task_id
+        ),
+    )
+    return NewInstance(start=start, if_absent=if_absent)
 
 
 def _report_to_parent(

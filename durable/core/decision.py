@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import msgspec
 
-from durable.core.commands import Command, ScheduleActivity, StartChildOrchestration
+from durable.core.commands import (
+    Command,
+    CreateTimer,
+    ScheduleActivity,
+    StartChildOrchestration,
+)
 from durable.core.events import FailureDetails, HistoryEvent
 from durable.core.state import OrchestrationStatus
+
+Rerun = ScheduleActivity | CreateTimer | StartChildOrchestration
+"""A recorded command whose work is started again (after a rewind, or in a fork)."""
 
 
 class EngineOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,8 +43,9 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
         custom_status: the custom status after this step.
         output: the encoded output, when it completed or was terminated with one.
         failure: why it failed, when it failed.
-        reruns: after a rewind, the activities and children still awaited, to run (or
-            rewind) again; they are recorded already and get no new events.
+        reruns: after a rewind (or in a fork), the activities, timers and children still
+            awaited, to run (or rewind) again; they are recorded already and get no new
+            events.
     """
 
     events: tuple[HistoryEvent, ...]
@@ -45,4 +54,4 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     custom_status: str | None = None
     output: str | None = None
     failure: FailureDetails | None = None
-    reruns: tuple[ScheduleActivity | StartChildOrchestration, ...] = ()
+    reruns: tuple[Rerun, ...] = ()

@@ -26,7 +26,7 @@ from durable.core.commands import (
     same_call,
 )
 from durable.core.context import OrchestrationContext
-from durable.core.decision import Decision, EngineOptions
+from durable.core.decision import Decision, EngineOptions, Rerun
 from durable.core.errors import (
     HistoryTooLargeError,
     InvalidTaskError,
@@ -161,7 +161,7 @@ class Execution:
         self._continue_as_new: tuple[str | None, bool] | None = None
         self._finish: _Finish | None = None
         self._finish_recorded = False  # the end event is in history (replayed or decided)
-        self._reruns: list[ScheduleActivity | StartChildOrchestration] = []
+        self._reruns: list[Rerun] = []
         self._cancels: tuple[int, ...] = ()  # what the rewind being stepped in cancels
         self._index = -1  # position of the event being replayed
         self._tracking = False  # note which failure events end the execution
@@ -398,7 +398,9 @@ class Execution:
                         w.command
                         for i, w in sorted(self._open.items())
                         if i not in self._pending  # new calls are scheduled as usual
-                        and isinstance(w.command, ScheduleActivity | StartChildOrchestration)
+                        and isinstance(
+                            w.command, ScheduleActivity | CreateTimer | StartChildOrchestration
+                        )
                     ]
             case PatchApplied():
                 pass  # collected before replay started
@@ -503,7 +505,9 @@ class Execution:
             delay = retry.policy.next_delay(retry.attempt, failure, retry.started_at, self.now)
             if delay is not None:
                 timer_id = self._add(lambda i: CreateTimer(task_id=i, fire_at=self.now + delay))
-                self._open[timer_id] = _Waiting(TimerTask(self.now + delay), retry_of=waiting)
+                self._open[timer_id] = _Waiting(
+                    TimerTask(self.now + delay), retry_of=waiting, command=self._pending[timer_id]
+                )
                 return
         waiting.task.fail(
             f"{waiting.what} failed: {failure.error_type}: {failure.message}", failure
@@ -679,7 +683,7 @@ class Execution:
         timer = TimerTask(fire_at)
         if self._accepting:
             task_id = self._add(lambda i: CreateTimer(task_id=i, fire_at=fire_at))
-            self._open[task_id] = _Waiting(timer, what="timer")
+            self._open[task_id] = _Waiting(timer, what="timer", command=self._pending[task_id])
         return timer
 
     def wait_for_event(self, name: str, data_type: object) -> CancellableTask[Any]:

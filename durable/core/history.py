@@ -9,8 +9,12 @@ import msgspec
 
 from durable.core.errors import HistoryTooLargeError
 from durable.core.events import (
+    ChildOrchestrationCreated,
+    ContinuedAsNew,
+    EventSent,
     ExecutionCompleted,
     ExecutionRewound,
+    ExecutionStarted,
     HistoryEvent,
     qualified_name,
 )
@@ -99,3 +103,54 @@ def ended_by_history_cap(event: HistoryEvent) -> TypeGuard[ExecutionCompleted]:
         and event.failure is not None
         and event.failure.error_type == qualified_name(HistoryTooLargeError)
     )
+
+
+def fork_history(
+    history: Sequence[HistoryEvent], at: int, instance_id: str, execution_id: str
+) -> list[HistoryEvent]:
+    """The first `at` events of `history`, as the start of a new instance's history.
+
+    The start event is always kept (`at` reaches at least to it).
+
+    Ids that name the original instance become the new one's: the start event, the
+    default ids of its children (`<id>:<sequence number>`) and events it sent itself. A
+    completed, terminated or continued end at the cut is dropped, so the fork decides
+    its end anew; a FAILED end stays, for the fork's resume to cancel like a rewind.
+
+    Raises:
+        ValueError: `at` is not between 1 and the length of the history, or the history
+            does not begin with its start.
+    """
+    if not 1 <= at <= len(history):
+        raise ValueError(f"at must be between 1 and {len(history)} (the history's length)")
+    start = next((e for e in history[:2] if isinstance(e, ExecutionStarted)), None)
+    if start is None:
+        raise ValueError("the history does not begin with an ExecutionStarted event")
+    old = start.instance_id
+    prefix: list[HistoryEvent] = []
+    for event in history[: max(at, history.index(start) + 1)]:
+        match event:
+            case ExecutionStarted():
+                prefix.append(
+                    msgspec.structs.replace(
+                        event,
+                        instance_id=instance_id,
+                        execution_id=execution_id,
+                        parent=None,
+                        scheduled_start=None,
+                    )
+                )
+            case ChildOrchestrationCreated(instance_id=child, task_id=t) if (
+                child == f"{old}:{t:04x}"
+            ):
+                prefix.append(msgspec.structs.replace(event, instance_id=f"{instance_id}:{t:04x}"))
+            case EventSent(instance_id=target) if target == old:
+                prefix.append(msgspec.structs.replace(event, instance_id=instance_id))
+            case _:
+                prefix.append(event)
+    end = prefix[-1]
+    if isinstance(end, ContinuedAsNew) or (
+        isinstance(end, ExecutionCompleted) and end.status != "FAILED"
+    ):
+        prefix.pop()
+    return prefix

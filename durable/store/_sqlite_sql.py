@@ -166,6 +166,8 @@ def create(raw: Conn, instance: NewInstance, now: int) -> None:
         "SELECT status FROM instances WHERE instance_id = ?", (start.instance_id,)
     ).fetchone()
     if row is not None:
+        if instance.if_absent:
+            return
         if row[0] not in _TERMINAL:
             raise OrchestrationAlreadyExistsError(
                 f"an orchestration with id {start.instance_id!r} already exists and is "
@@ -174,26 +176,36 @@ def create(raw: Conn, instance: NewInstance, now: int) -> None:
         _delete(raw, [start.instance_id])
     visible = None if instance.visible_at is None else us(instance.visible_at)
     parent = start.parent
+    forked = bool(instance.history)
+    status = OrchestrationStatus.RUNNING if forked else OrchestrationStatus.PENDING
     raw.execute(
         "INSERT INTO instances (instance_id, ord, name, execution_id, parent_id, status,"
-        " created_at, updated_at, scheduled_start, wake_at)"
-        " VALUES (?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM instances), ?, ?, ?, ?, ?, ?, ?, ?)",
+        " created_at, updated_at, scheduled_start, history_length, wake_at)"
+        " VALUES (?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM instances), ?, ?, ?, ?, ?, ?, ?, ?,"
+        " ?)",
         (
             start.instance_id,
             start.name,
             start.execution_id,
             parent.instance_id if parent else None,
-            OrchestrationStatus.PENDING.value,
+            status.value,
             now,
             now,
             visible,
+            len(instance.history),
             visible or 0,
         ),
     )
     raw.execute(
         "INSERT INTO inputs (instance_id, input) VALUES (?, ?)", (start.instance_id, start.input)
     )
-    _insert_message(raw, start.instance_id, start, visible)
+    if forked:
+        raw.executemany(
+            "INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
+            [(start.instance_id, n, encode_event(e)) for n, e in enumerate(instance.history)],
+        )
+    first = instance.resume if forked and instance.resume is not None else start
+    _insert_message(raw, start.instance_id, first, visible)
 
 
 def _delete(raw: Conn, ids: Sequence[str]) -> None:

@@ -12,6 +12,7 @@ import msgspec
 
 from durable.core.commands import ScheduleActivity
 from durable.core.events import (
+    ExecutionRewound,
     ExecutionStarted,
     FailureDetails,
     HistoryEvent,
@@ -46,10 +47,22 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class NewInstance(msgspec.Struct, frozen=True, kw_only=True):
-    """An orchestration instance to create; its `start` event is its first message."""
+    """An orchestration instance to create; its `start` event is its first message.
+
+    Attributes:
+        start: the first event of its history.
+        visible_at: not started before this time.
+        if_absent: if an instance with this id exists (finished or not), leave it be.
+        history: for a fork, the events already recorded (`start` first); the instance
+            then begins with `resume` instead of its start.
+        resume: the first message of a forked instance.
+    """
 
     start: ExecutionStarted
     visible_at: datetime | None = None
+    if_absent: bool = False
+    history: tuple[HistoryEvent, ...] = ()
+    resume: ExecutionRewound | None = None
 
     @property
     def instance_id(self) -> str:

@@ -144,6 +144,8 @@ class MemoryStore:
     def _create(self, instance: NewInstance, now: datetime) -> None:
         iid = instance.instance_id
         old = self._instances.get(iid)
+        if old is not None and instance.if_absent:
+            return
         if old is not None and not old.status.is_terminal:
             raise OrchestrationAlreadyExistsError(
                 f"an orchestration with id {iid!r} already exists and is {old.status.value}; "
@@ -160,7 +162,11 @@ class MemoryStore:
             order=next(self._order),
         )
         self._instances[iid] = inst
-        self._enqueue(inst, instance.start, instance.visible_at)
+        if instance.history:  # a fork: it goes on from the recorded events
+            inst.history = list(instance.history)
+            inst.status = OrchestrationStatus.RUNNING
+        first = instance.resume if instance.history and instance.resume else instance.start
+        self._enqueue(inst, first, instance.visible_at)
 
     def _enqueue(self, inst: _Instance, event: InboundEvent, visible_at: datetime | None) -> None:
         inst.not_before = None  # news ends a backoff: it may be what unblocks the instance
