@@ -219,7 +219,8 @@ class SqliteStore:
         """Run `fn(raw, *args)` as one BEGIN IMMEDIATE transaction on the writer's thread.
 
         With `probe`, a cheap read first: if `probe(raw, *args)` is false there is nothing
-        to write, and `fn` runs without taking the write lock (claims that find no work).
+        to claim, and the result is empty without taking the write lock. (Work that came
+        just after the read is claimed next time; nothing is read outside the lock.)
         """
         writer, _ = await self._ready()
         return await _call(writer.conn, _transaction, writer.raw, fn, args, probe)
@@ -345,7 +346,7 @@ def _transaction(
 ) -> T:
     try:
         if probe is not None and not probe(raw, *args):
-            return fn(raw, *args)  # finds nothing to change: no lock, no transaction
+            return cast(T, [])  # nothing to claim (the probes guard claims, which return lists)
         raw.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as e:
         raise _store_error(e, "cannot start a write transaction") from e
