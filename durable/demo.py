@@ -24,7 +24,7 @@ from typing import Any
 
 from durable import task
 from durable.client import Client
-from durable.core.events import TaskCompleted, TaskScheduled
+from durable.core.events import TaskCompleted, TaskScheduled, TimerCreated, TimerFired
 from durable.store.sqlite import SqliteStore
 from durable.worker import Worker
 
@@ -201,8 +201,15 @@ def _report(
     completed = {e.task_id for e in history if isinstance(e, TaskCompleted)}
     names = {e.task_id: e.name for e in history if isinstance(e, TaskScheduled)}
     print(f"\nresult: {output['receipt']}")
+    timers = {e.task_id: e.fire_at for e in history if isinstance(e, TimerCreated)}
+    fired = {e.task_id for e in history if isinstance(e, TimerFired)}
     print(f"history: {len(history)} events. Each step, and how often its activity ran:")
-    for task_id, name in sorted(names.items()):
+    for task_id in sorted(names.keys() | timers.keys()):
+        if task_id in timers:
+            what = "fired" if task_id in fired else "not needed: the approval came first"
+            print(f"  step {task_id:>2}  {'timer':<14} {what}")
+            continue
+        name = names[task_id]
         count = executions[task_id]
         if task_id in done_at_kill:
             note = "completed before the kill"
