@@ -572,7 +572,7 @@ class Worker:
         """Record results together; when the store is full, one by one (some may fit).
 
         Raises:
-            StoreError: nothing could be recorded; `batch` keeps what was not.
+            StoreError: not everything could be recorded; `batch` keeps what was not.
         """
         try:
             await self.store.complete_activities(batch)
