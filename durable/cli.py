@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from durable import demo as demo_module
+from durable.core.errors import DurableError
+from durable.testing.replayer import Replayer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,6 +24,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run a durable research agent on SQLite, kill its worker, and watch it resume",
     )
     demo.add_argument("--worker", metavar="DB", type=Path, help=argparse.SUPPRESS)
+    replay = commands.add_parser(
+        "replay",
+        help="replay recorded histories against the current code (for CI, before a deploy)",
+        description="Replay each history (JSON) against the orchestrators given; exit 1 if "
+        "any no longer replays.",
+    )
+    replay.add_argument(
+        "--history",
+        required=True,
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="a history JSON file, or a folder of them (searched recursively); repeatable",
+    )
+    replay.add_argument(
+        "orchestrators",
+        nargs="+",
+        metavar="module:name",
+        help="orchestrator functions to register (or a list of them)",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         try:
@@ -30,8 +54,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 130
         return 0
+    if args.command == "replay":
+        return _replay(args.history, args.orchestrators)
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _replay(paths: list[Path], targets: list[str]) -> int:
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # import the project's modules, as `python -m` does
+    replayer = Replayer()
+    try:
+        for target in targets:
+            for fn in _import(target):
+                replayer.add_orchestrator(fn)
+    except (ImportError, AttributeError, ValueError, TypeError) as e:
+        print(f"durable replay: {e}", file=sys.stderr)
+        return 2
+    files = [f for p in paths for f in (sorted(p.rglob("*.json")) if p.is_dir() else [p])]
+    if not files:
+        print("durable replay: no history files found", file=sys.stderr)
+        return 2
+    failed = 0
+    for file in files:
+        try:
+            status = replayer.replay(file)
+        except (DurableError, ValueError, OSError) as e:
+            failed += 1
+            print(f"FAIL {file}: {type(e).__name__}: {e}")
+        else:
+            print(f"ok   {file} ({status.value})")
+    print(f"{len(files) - failed} of {len(files)} histories replay")
+    return 1 if failed else 0
+
+
+def _import(target: str) -> list[Callable[..., Any]]:
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{target!r}: expected module:name, like app.agents:research_agent")
+    value: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        value = getattr(value, part)
+    if isinstance(value, list | tuple):
+        return list(value)
+    if not callable(value):
+        raise TypeError(f"{target!r} is not an orchestrator function (nor a list of them)")
+    return [value]
 
 
 if __name__ == "__main__":

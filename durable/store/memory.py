@@ -543,6 +543,25 @@ class MemoryStore:
                 if act is not None and act.lease_owner == owner:
                     act.lease_expires = expires
 
+    def is_idle(self) -> bool:
+        """True when no work is due, running or being decided: only time can bring more.
+
+        Virtual time (`durable.testing.TestEnvironment`) moves to the next timer then.
+        """
+        now = self.clock()
+        with self._lock:
+            if self._activities or self._leased:
+                return False
+            if self._delayed and self._delayed[0][0] <= now:
+                return False
+            for iid in self._ready:
+                inst = self._instances.get(iid)
+                if inst is not None and any(
+                    m.visible_at is None or m.visible_at <= now for m in inst.inbox
+                ):
+                    return False
+            return True
+
     async def next_wake_time(self) -> datetime | None:
         with self._lock:
             return self._delayed[0][0] if self._delayed else None
