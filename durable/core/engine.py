@@ -133,6 +133,9 @@ class Execution:
             self._lookup = lambda name: _get(table, name, "orchestrator", "add_orchestrator")
         self.codec = codec or PayloadCodec()
         self.options = options or EngineOptions()
+        self.strict = False
+        """Also compare the arguments of recorded calls (inputs, timer times), not only
+        which calls were made; `durable.testing` turns it on."""
         self.instance_id = ""
         self.execution_id = ""
         self.name = ""
@@ -182,6 +185,10 @@ class Execution:
     def parent_instance_id(self) -> str | None:
         """The parent's id, for a child orchestration."""
         return self.parent.instance_id if self.parent else None
+
+    def awaited_events(self) -> list[str]:
+        """Names (lower-cased) of the external events the orchestrator waits for now."""
+        return [name for name, waiters in self._waiters.items() if waiters]
 
     def open_children(self) -> list[str]:
         """Instance ids of child orchestrations started and not yet finished."""
@@ -451,6 +458,14 @@ class Execution:
                 f"but the current execution called {describe_command(command)} instead; guard "
                 "the change with ctx.is_patched(...)"
             )
+        if self.strict and command_event(command, event.timestamp) != event:
+            now = command_event(command, event.timestamp)
+            raise NonDeterminismError(
+                f"a previous execution called {recorded} with sequence number {event.task_id} "
+                f"and {_arguments(event)}, but the current execution passes {_arguments(now)}; "
+                "the orchestrator computed them from something other than its input, its "
+                "history and ctx"
+            )
 
     def _check_recorded_finish(self, event: HistoryEvent) -> None:
         if isinstance(event, OrchestratorStarted | EventRaised | PatchApplied):
@@ -713,6 +728,18 @@ class Execution:
                 self._new_patches.append(patch_id)
             self._patches[patch_id] = decided
         return decided
+
+
+def _arguments(event: TaskCommandEvent) -> str:
+    match event:
+        case TimerCreated(fire_at=f):
+            return f"fire_at={f.isoformat()}"
+        case TaskScheduled(input=x, attempt=a):
+            return f"input={x}, attempt={a}"
+        case ChildOrchestrationCreated(input=x) | EventSent(input=x):
+            return f"input={x}"
+        case _:
+            assert_never(event)
 
 
 def _not_a_task(name: str, yielded: object) -> InvalidTaskError:
