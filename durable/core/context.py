@@ -33,6 +33,10 @@ T = TypeVar("T")
 _UUID_NAMESPACE = uuid.UUID("6b0f7c44-53c5-4f7e-9d0a-3c0c1d6e2a51")
 
 
+class ReplaySafeRandom(_random.Random):
+    """The generator `ctx.random()` returns: seeded by the instance, the same on replay."""
+
+
 class ActivityContext:
     """What an activity knows of its invocation.
 
@@ -75,7 +79,7 @@ class OrchestrationContext:
     def __init__(self, execution: Execution) -> None:
         self._x = execution
         self._uuid_counter = 0
-        self._random: _random.Random | None = None
+        self._random: ReplaySafeRandom | None = None
 
     @property
     def instance_id(self) -> str:
@@ -227,11 +231,11 @@ class OrchestrationContext:
         self._uuid_counter += 1
         return str(uuid.uuid5(_UUID_NAMESPACE, name))
 
-    def random(self) -> _random.Random:
+    def random(self) -> ReplaySafeRandom:
         """A random generator seeded by the instance, so that replays draw the same values."""
         if self._random is None:
             seed = f"{self.instance_id}/{self._x.execution_id}".encode()
-            self._random = _random.Random(int.from_bytes(hashlib.sha256(seed).digest()[:8]))
+            self._random = ReplaySafeRandom(int.from_bytes(hashlib.sha256(seed).digest()[:8]))
         return self._random
 
     def is_patched(self, patch_id: str) -> bool:

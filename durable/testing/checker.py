@@ -27,7 +27,7 @@ from durable.core.commands import (
     SendEvent,
     StartChildOrchestration,
 )
-from durable.core.context import ActivityContext
+from durable.core.context import ActivityContext, ReplaySafeRandom
 from durable.core.decision import Decision, EngineOptions
 from durable.core.engine import Execution
 from durable.core.errors import NonDeterminismError
@@ -464,12 +464,12 @@ def _forbidden(frame: types.FrameType, event: str, arg: Any) -> str | None:
             date,
         ):
             return f"{owner.__name__}.{arg.__name__}()"
-        if isinstance(owner, random.Random):
+        if isinstance(owner, random.Random) and not isinstance(owner, ReplaySafeRandom):
             return f"random.{arg.__name__}()"
     elif event == "call" and _is_user(frame.f_back):
         code = frame.f_code
         module = _MODULE_FILES.get(os.path.normcase(code.co_filename))
-        if module is not None:
+        if module is not None and not isinstance(frame.f_locals.get("self"), ReplaySafeRandom):
             return f"{module}.{code.co_name}()"
         if code.co_filename in _OS_FILES and code.co_name == "getenv":
             return "os.getenv()"

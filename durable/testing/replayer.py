@@ -33,6 +33,9 @@ class Replayer:
         orchestrators: orchestrator functions, registered under their names.
         max_payload_bytes: the payload cap (as the worker's).
         engine_options: history limits (as the worker's).
+        strict: also compare the arguments of recorded calls (activity and child inputs,
+            timer times, event data sent), not only which calls are made. Workers do not
+            require that; turn it on to catch arguments computed from outside state.
     """
 
     def __init__(
@@ -41,7 +44,9 @@ class Replayer:
         *,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         engine_options: EngineOptions | None = None,
+        strict: bool = False,
     ) -> None:
+        self._strict = strict
         self._registry = Registry()
         for fn in orchestrators:
             self._registry.add_orchestrator(fn)
@@ -63,6 +68,7 @@ class Replayer:
         """
         events = load_history(history)
         execution = Execution(self._registry.orchestrator, self._codec, self._options)
+        execution.strict = self._strict
         execution.replay(events)
         decision = execution.step(())
         if decision.commands:

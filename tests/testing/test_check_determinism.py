@@ -143,6 +143,18 @@ def careful(ctx: task.OrchestrationContext, n: int) -> Any:
     return [a, b, c, winner is approval, child]
 
 
+def draws_the_safe_way(ctx: task.OrchestrationContext, n: int) -> Any:
+    rng = ctx.random()
+    picks = [rng.random(), rng.choice("abc"), rng.randint(1, 6), ctx.new_uuid()]
+    if picks[0] < 0.5:
+        yield ctx.call_activity(double, input=picks[2])
+    return picks
+
+
+def test_ctx_random_and_ctx_new_uuid_are_allowed() -> None:
+    check(draws_the_safe_way)
+
+
 def test_a_careful_orchestrator_passes_with_inputs_from_a_strategy() -> None:
     check(careful, input=None, inputs=st.integers(-5, 5), max_examples=40)
 

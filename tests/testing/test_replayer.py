@@ -153,3 +153,19 @@ def _v1_source() -> str:
             return (yield ctx.call_activity("shout", input=text)) if approved else text
         """
     )
+
+
+def agent_other_input(ctx: task.OrchestrationContext, name: str) -> Any:
+    text = yield ctx.call_activity(greet, input=name.upper())  # same call, other input
+    approved = yield ctx.wait_for_external_event("approve")
+    return (yield ctx.call_activity(shout, input=text)) if approved else text
+
+
+async def test_strict_replay_also_compares_the_arguments() -> None:
+    done = await record(approve=True)
+    lenient, strict = Replayer(), Replayer(strict=True)
+    lenient.add_orchestrator(agent_other_input, name="agent")
+    strict.add_orchestrator(agent_other_input, name="agent")
+    assert lenient.replay(done) is S.COMPLETED
+    with pytest.raises(durable.NonDeterminismError, match='input="ada"'):
+        strict.replay(done)
