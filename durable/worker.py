@@ -460,8 +460,9 @@ class Worker:
                 case CreateTimer():
                     messages.append(_timer(item, rerun))  # a second firing is ignored
                 case StartChildOrchestration():
-                    # A child that exists is left as it is, or rewound if it failed.
-                    children.append(_child(item, rerun, now, if_absent=True))
+                    # A running child is left as it is, a failed one rewound, a terminated
+                    # one run anew.
+                    children.append(_child(item, rerun, now, rerun=True))
                     again = ExecutionRewound(timestamp=now, reason="its parent was rewound")
                     messages.append(Message(instance_id=rerun.instance_id, event=again))
                 case _:
@@ -610,7 +611,7 @@ def _child(
     command: StartChildOrchestration,
     now: datetime,
     *,
-    if_absent: bool = False,
+    rerun: bool = False,
 ) -> NewInstance:
     start = ExecutionStarted(
         timestamp=now,
@@ -622,7 +623,7 @@ def _child(
             instance_id=item.instance_id, execution_id=item.execution_id, task_id=command.task_id
         ),
     )
-    return NewInstance(start=start, if_absent=if_absent)
+    return NewInstance(start=start, rerun=rerun)
 
 
 def _report_to_parent(

@@ -166,6 +166,7 @@ class Execution:
         self._finish_recorded = False  # the end event is in history (replayed or decided)
         self._reruns: list[Rerun] = []
         self._cancels: tuple[int, ...] = ()  # what the rewind being stepped in cancels
+        self._rewinding = False  # the next step brings the rewind
         self._index = -1  # position of the event being replayed
         self._tracking = False  # note which failure events end the execution
         self._raised_at: dict[int, tuple[BaseException, tuple[int, ...]]] = {}
@@ -219,6 +220,7 @@ class Execution:
         cancelled = cancelled_events(history)
         if rewinding:
             self._cancels = self._rewind_plan(history, cancelled)
+            self._rewinding = True
             cancelled |= set(self._cancels)
         self.replaying = True
         try:
@@ -259,8 +261,12 @@ class Execution:
             NonDeterminismError: the code no longer does what the history records.
         """
         applied: list[HistoryEvent] = []
+        # A rewind's batch is recorded whole even if the replay ended the execution again
+        # (the fix is not deployed yet): the rewind then cancels what it names, and the
+        # new end follows it, for a later rewind to cancel in turn.
+        rewinding, self._rewinding = self._rewinding, False
         for event in new_events:
-            if self._finish is not None:
+            if self._finish is not None and not rewinding:
                 if self._finish.save_events and isinstance(event, EventRaised):
                     self._finish.carried.append(event)
                 continue
@@ -508,6 +514,7 @@ class Execution:
             waiting.task.fail(
                 f"{waiting.what} returned an unusable result: {e}", FailureDetails.from_exception(e)
             )
+            self._track(waiting.task)
             return
         waiting.task.complete(value)
 
@@ -527,7 +534,11 @@ class Execution:
         waiting.task.fail(
             f"{waiting.what} failed: {failure.error_type}: {failure.message}", failure
         )
-        error = waiting.task._exception
+        self._track(waiting.task)
+
+    def _track(self, task: Task[Any]) -> None:
+        # While planning a rewind: the event being replayed is what failed `task`.
+        error = task._exception
         if self._tracking and error is not None:
             self._raised_at[id(error)] = (error, (self._index,))
 

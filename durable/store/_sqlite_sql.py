@@ -166,8 +166,8 @@ def create(raw: Conn, instance: NewInstance, now: int) -> None:
         "SELECT status FROM instances WHERE instance_id = ?", (start.instance_id,)
     ).fetchone()
     if row is not None:
-        if instance.if_absent:
-            return
+        if instance.rerun and (row[0] not in _TERMINAL or row[0] == _FAILED):
+            return  # running: it will report; failed: the rewind sent with it reaches it
         if row[0] not in _TERMINAL:
             raise OrchestrationAlreadyExistsError(
                 f"an orchestration with id {start.instance_id!r} already exists and is "

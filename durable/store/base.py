@@ -52,7 +52,9 @@ class NewInstance(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         start: the first event of its history.
         visible_at: not started before this time.
-        if_absent: if an instance with this id exists (finished or not), leave it be.
+        rerun: a child started again by a rewind or a fork. One that exists and is still
+            running, or failed (the rewind sent with it reaches it), is left as it is; a
+            completed or terminated one is replaced by a new run, like a missing one.
         history: for a fork, the events already recorded (`start` first); the instance
             then begins with `resume` instead of its start.
         resume: the first message of a forked instance.
@@ -60,7 +62,7 @@ class NewInstance(msgspec.Struct, frozen=True, kw_only=True):
 
     start: ExecutionStarted
     visible_at: datetime | None = None
-    if_absent: bool = False
+    rerun: bool = False
     history: tuple[HistoryEvent, ...] = ()
     resume: ExecutionRewound | None = None
 

@@ -144,8 +144,12 @@ class MemoryStore:
     def _create(self, instance: NewInstance, now: datetime) -> None:
         iid = instance.instance_id
         old = self._instances.get(iid)
-        if old is not None and instance.if_absent:
-            return
+        if (
+            old is not None
+            and instance.rerun
+            and (not old.status.is_terminal or old.status is OrchestrationStatus.FAILED)
+        ):
+            return  # running: it will report; failed: the rewind sent with it reaches it
         if old is not None and not old.status.is_terminal:
             raise OrchestrationAlreadyExistsError(
                 f"an orchestration with id {iid!r} already exists and is {old.status.value}; "

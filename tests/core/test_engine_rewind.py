@@ -203,3 +203,42 @@ def test_a_rewind_after_a_completed_end_changes_nothing() -> None:
     decision = rewind(run)
     assert cancelled_events(run.history) == set()
     assert decision.status is S.COMPLETED and decision.reruns == () and decision.commands == ()
+
+
+def test_a_rewind_before_the_fix_records_the_new_failure_and_a_later_rewind_works() -> None:
+    def buggy(ctx, _):
+        a = yield ctx.call_activity("extract")
+        return a / 0
+
+    def fixed(ctx, _):
+        a = yield ctx.call_activity("extract")
+        return [a, (yield ctx.call_activity("transform"))]
+
+    buggy.__name__ = fixed.__name__ = "pipeline"
+    run = Run(buggy)
+    run.start("pipeline")
+    assert run.feed(completed(0, 5)).status is S.FAILED
+    again = rewind(run)  # the fix is not deployed yet: it fails the same way
+    assert again.status is S.FAILED
+    kinds = [type(e) for e in again.events]
+    assert kinds == [OrchestratorStarted, ExecutionRewound, ExecutionCompleted]
+    run.specs = specs_of(fixed)
+    decision = rewind(run)  # now with the fix
+    assert decision.status is S.RUNNING
+    final = run.feed(completed(1, "T"))
+    assert output_of(final) == [5, "T"]
+    finish_checks(run, final, fixed)
+
+
+def test_a_result_that_did_not_decode_is_run_again_by_a_rewind() -> None:
+    def typed(ctx, _):
+        return (yield ctx.call_activity("price_of", return_type=int))
+
+    run = Run(typed)
+    run.start(typed)
+    assert run.feed(completed(0, "twelve")).status is S.FAILED
+    decision = rewind(run)
+    assert names(decision) == [(0, "price_of")]
+    final = run.feed(completed(0, 12))
+    assert output_of(final) == 12
+    finish_checks(run, final)

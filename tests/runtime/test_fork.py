@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -217,3 +218,39 @@ async def test_bad_forks_are_refused(store: durable.Store) -> None:
         # the id of an unfinished instance cannot be taken
         with pytest.raises(durable.OrchestrationAlreadyExistsError):
             await client.fork_orchestration(iid, at=3, new_instance_id=running)
+
+
+def waits_for_go(ctx: task.OrchestrationContext, _: Any) -> Any:
+    return (yield ctx.wait_for_external_event("go"))
+
+
+def calls_a_waiting_child(ctx: task.OrchestrationContext, _: Any) -> Any:
+    return (yield ctx.call_sub_orchestrator(waits_for_go, instance_id="kid"))
+
+
+async def running(client: durable.Client, iid: str, not_execution: str | None = None) -> str:
+    """Wait until `iid` runs (an execution other than `not_execution`); its execution id."""
+    for _ in range(500):
+        st = await client.get_orchestration_state(iid)
+        if st is not None and st.runtime_status is S.RUNNING and st.execution_id != not_execution:
+            assert st.execution_id is not None
+            return st.execution_id
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{iid} never ran")
+
+
+async def test_rewinding_a_parent_whose_child_was_terminated_runs_the_child_anew(
+    store: durable.Store,
+) -> None:
+    client = durable.Client(store)
+    async with worker(store, orchestrators=[calls_a_waiting_child, waits_for_go]):
+        parent = await client.schedule_new_orchestration(calls_a_waiting_child)
+        first = await running(client, "kid")
+        await client.terminate_orchestration("kid")
+        assert (await done(client, parent)).runtime_status is S.FAILED
+        await client.rewind_orchestration(parent)
+        again = await running(client, "kid", not_execution=first)  # run anew, same id
+        assert again != first
+        await client.raise_orchestration_event("kid", "go", data="went")
+        final = await done(client, parent)
+    assert final.runtime_status is S.COMPLETED and final.get_output() == "went"
