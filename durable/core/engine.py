@@ -157,7 +157,7 @@ class Execution:
         self._buffered: dict[str, deque[tuple[int, EventRaised]]] = {}
         self._arrivals = 0
         self._suspended = False
-        self._held: list[HistoryEvent] = []
+        self._held: list[tuple[HistoryEvent, int]] = []  # events held while suspended
         self._patches_recorded: set[str] = set()
         self._patches: dict[str, bool] = {}
         self._new_patches: list[str] = []
@@ -167,6 +167,7 @@ class Execution:
         self._reruns: list[Rerun] = []
         self._cancels: tuple[int, ...] = ()  # what the rewind being stepped in cancels
         self._rewinding = False  # the next step brings the rewind
+        self._releasing = False  # applying events held while suspended
         self._index = -1  # position of the event being replayed
         self._tracking = False  # note which failure events end the execution
         self._raised_at: dict[int, tuple[BaseException, tuple[int, ...]]] = {}
@@ -266,9 +267,18 @@ class Execution:
         # new end follows it, for a later rewind to cancel in turn.
         rewinding, self._rewinding = self._rewinding, False
         for event in new_events:
-            if self._finish is not None and not rewinding:
-                if self._finish.save_events and isinstance(event, EventRaised):
-                    self._finish.carried.append(event)
+            finish = self._finish
+            if finish is not None and not rewinding:
+                if finish.status == "FAILED" or (
+                    finish.status is None and isinstance(event, ExecutionTerminated)
+                ):
+                    # Kept in history: what came with a failure is there for a rewind; a
+                    # terminate beats a continue-as-new decided in the same step.
+                    applied.append(event)
+                    self._count(event)
+                    self._apply(event)
+                elif finish.save_events and isinstance(event, EventRaised):
+                    finish.carried.append(event)
                 continue
             if isinstance(event, ExecutionRewound):  # recorded with what it cancels
                 rewound = msgspec.structs.replace(event, cancels=self._cancels)
@@ -354,12 +364,7 @@ class Execution:
 
     def _apply(self, event: HistoryEvent) -> None:
         if self._finish is not None:
-            if isinstance(
-                event, TaskScheduled | TimerCreated | ChildOrchestrationCreated | EventSent
-            ):
-                self._match_recorded(event)  # fire-and-forget work started just before the end
-            else:
-                self._check_recorded_finish(event)
+            self._apply_after_end(event, self._finish)
             return
         if self._suspended and not isinstance(
             event,
@@ -375,7 +380,7 @@ class Execution:
             | ExecutionCompleted  # a recorded end (the history cap) is checked, never held
             | ContinuedAsNew,
         ):
-            self._held.append(event)
+            self._held.append((event, self._index))
             return
         match event:
             case ExecutionStarted():
@@ -400,8 +405,13 @@ class Execution:
             case ExecutionResumed():
                 self._suspended = False
                 held, self._held = self._held, []
-                for e in held:
-                    self._apply(e)
+                here, self._releasing = self._index, True
+                try:
+                    for e, index in held:
+                        self._index = index  # where it was recorded, for a rewind's plan
+                        self._apply(e)
+                finally:
+                    self._index, self._releasing = here, False
             case ExecutionTerminated(output=o):
                 self._finish = _Finish("TERMINATED", output=o)
                 self._close()
@@ -422,6 +432,20 @@ class Execution:
             case _:
                 assert_never(event)
         self._resume()
+
+    def _apply_after_end(self, event: HistoryEvent, finish: _Finish) -> None:
+        if isinstance(event, TaskScheduled | TimerCreated | ChildOrchestrationCreated | EventSent):
+            self._match_recorded(event)  # fire-and-forget work started just before the end
+        elif finish.status is None and not self._finish_recorded:
+            # Continuing as new in this very step: a terminate wins; events are carried.
+            if isinstance(event, ExecutionTerminated):
+                self._finish = _Finish("TERMINATED", output=event.output)
+            elif isinstance(event, EventRaised) and finish.save_events and self._releasing:
+                finish.carried.append(event)
+            else:
+                self._check_recorded_finish(event)
+        else:
+            self._check_recorded_finish(event)
 
     def _start(self, event: ExecutionStarted) -> None:
         if self._started:
