@@ -1,9 +1,10 @@
 """The runtime's own proof: a stateful test of Worker + Client + Store against a model.
 
 Hypothesis drives the real `Worker` and `Client` on a real store (memory, and SQLite in a
-temporary file) with a fake clock, through random schedules, worker steps, activity
-failures (with and without retries), events, timers, suspends, resumes, terminations,
-crashes, paused ("zombie") workers whose leases ran out, restarts and rewinds.
+temporary file) with a fake clock, through random schedules (some with a delayed start),
+worker steps, activity failures (with and without retries), events, timers, suspends,
+resumes, terminations, crashes, paused ("zombie") workers whose leases ran out, restarts,
+rewinds and purges.
 
 One orchestrator, `flow`, is a pure function of its input, its activities' results and the
 events it receives: `n` activities in sequence, a fan-out of `fan` activities, a child of
@@ -11,17 +12,24 @@ events it receives: `n` activities in sequence, a fan-out of `fan` activities, a
 rounds. The model knows each instance's input and the events it was sent, and so what it
 must return.
 
-The workers are stepped by hand, with the Worker's own pieces (`_decide`, `_commit`,
+Most rules step workers by hand, with the Worker's own pieces (`_decide`, `_commit`,
 `_run_activity`, `_flush_results`): a worker can claim and decide, then be paused before
-its commit (and commit late, after its lease ran out and another worker went on), claim
-activities and never run them, run them and never report them, or be dropped (a crash:
-its leases run out on the fake clock). One rule runs a fresh Worker's real loops
-(`start()` .. `shutdown()`) until it finds nothing to do.
+its commit (and commit late, after its lease ran out and another worker went on: that
+commit must be rejected whole), claim activities and never run them, run them and never
+report them, or be dropped (a crash: its leases run out on the fake clock). Two rules run
+a fresh Worker's real loops: until they find nothing to do (then `shutdown()`), or until
+the process "dies" just before or after its n-th write (no shutdown, nothing released).
 
-After every rule each instance's history must be well formed, agree with its state, replay
-with the current code to the same decision, and nothing may have ended in a way the model
-forbids. At the end every failure is cleared, every wait satisfied and the clock moved on:
-every instance must finish as the model says.
+Every worker sees the store through a `Window` that checks each claim: nothing (instance
+or activity) is handed to a second worker before the first one's lease ran out, or it
+gave it back. After every rule each instance's history must be well formed (it opens with
+OrchestratorStarted + ExecutionStarted; task ids are contiguous; every task is answered at
+most once, never before it was scheduled, timers never early; one end, last), agree with
+the instance's state, and replay with the current code to that same state without new
+commands; and nothing may have ended in a way the model forbids (a wrong output, a failure
+nobody injected, a termination nobody asked for). At the end every failure is cleared,
+every wait satisfied, suspended instances resumed, failed ones rewound and the clock moved
+on: every instance must finish as the model says.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -233,22 +241,161 @@ SPECS = st.fixed_dictionaries(
 )
 
 
-# -- driving a worker by hand ----------------------------------------------------------
+# -- workers and what they see --------------------------------------------------------
+
+
+class Leases:
+    """Who holds what, as the claims told each worker: nothing may be handed to a second
+    worker before the first one's lease ran out (or it gave the thing back)."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self.held: dict[Any, tuple[str, datetime]] = {}
+
+    def take(self, key: Any, owner: str, seconds: float) -> None:
+        now = self.clock()
+        holder = self.held.get(key)
+        if holder is not None and holder[0] != owner and holder[1] > now:
+            raise AssertionError(f"{key} handed to {owner} while {holder[0]} holds it: {now}")
+        self.held[key] = (owner, now + timedelta(seconds=seconds))
+
+    def renew(self, key: Any, owner: str, seconds: float) -> None:
+        holder = self.held.get(key)
+        if holder is not None and holder[0] == owner:
+            self.held[key] = (owner, self.clock() + timedelta(seconds=seconds))
+
+    def drop(self, key: Any, owner: str) -> None:
+        holder = self.held.get(key)
+        if holder is not None and holder[0] == owner:
+            del self.held[key]
+
+
+def _activity_key(item: ActivityWorkItem) -> Any:
+    return ("activity", item.id, item.instance_id, item.execution_id, item.task_id)
+
+
+class Window:
+    """The store as one worker sees it: every claim is checked against `Leases`; it tells
+    when the worker's claims come back empty; and it can kill the worker at its
+    `die_at`-th write (just before or after it is done): from then on every call with an
+    effect raises CancelledError, as if the process were gone at that point."""
+
+    def __init__(
+        self, store: Store, leases: Leases, die_at: int | None = None, before: bool = False
+    ) -> None:
+        self._store = store
+        self._leases = leases
+        self._tick = 0
+        self._writing = 0
+        self._last_write = 0
+        self._empty: dict[str, int] = {"orch": -1, "act": -1}
+        self._writes = 0
+        self._die_at = die_at
+        self._before = before
+        self.dead = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def _next(self) -> int:
+        self._tick += 1
+        return self._tick
+
+    def _check(self) -> None:
+        if self.dead:
+            raise asyncio.CancelledError
+
+    async def _write(self, name: str, *args: Any) -> Any:
+        self._check()
+        self._writes += 1
+        dying = self._writes == self._die_at
+        if dying and self._before:
+            self.dead = True
+            self._check()
+        self._writing += 1
+        try:
+            return await getattr(self._store, name)(*args)
+        finally:
+            self._writing -= 1
+            self._last_write = self._next()
+            if dying:
+                self.dead = True
+
+    async def claim_orchestrations(self, owner: str, limit: int, lease: float) -> Any:
+        self._check()
+        began = self._next()
+        items = await self._store.claim_orchestrations(owner, limit, lease)
+        for item in items:
+            self._leases.take(("instance", item.instance_id), owner, lease)
+        self._empty["orch"] = -1 if items else began
+        return items
+
+    async def claim_activities(self, owner: str, limit: int, lease: float) -> Any:
+        self._check()
+        began = self._next()
+        items = await self._store.claim_activities(owner, limit, lease)
+        for item in items:
+            self._leases.take(_activity_key(item), owner, lease)
+        self._empty["act"] = -1 if items else began
+        return items
+
+    async def commit_orchestrations(self, commits: Any) -> Any:
+        outcomes = await self._write("commit_orchestrations", commits)
+        for commit in commits:
+            self._leases.drop(("instance", commit.item.instance_id), commit.item.lease_owner)
+        return outcomes
+
+    async def abandon_orchestration(self, item: Any, *args: Any) -> Any:
+        await self._write("abandon_orchestration", item, *args)
+        self._leases.drop(("instance", item.instance_id), item.lease_owner)
+
+    async def complete_activities(self, results: Any) -> Any:
+        await self._write("complete_activities", results)
+        for result in results:
+            self._leases.drop(_activity_key(result.item), result.item.lease_owner)
+
+    async def abandon_activities(self, items: Any) -> Any:
+        await self._write("abandon_activities", items)
+        for item in items:
+            self._leases.drop(_activity_key(item), item.lease_owner)
+
+    async def renew_leases(self, owner: str, iids: Any, ids: Any, lease: float) -> Any:
+        await self._write("renew_leases", owner, iids, ids, lease)
+        for key in list(self._leases.held):
+            if (key[0] == "instance" and key[1] in iids) or (
+                key[0] == "activity" and key[1] in ids
+            ):
+                self._leases.renew(key, owner, lease)
+
+    def settled(self, worker: durable.Worker) -> bool:
+        """Both loops found nothing after the last write, and nothing runs."""
+        return (
+            not self._writing
+            and not worker._running
+            and not worker._results
+            and self._empty["orch"] > self._last_write
+            and self._empty["act"] > self._last_write
+        )
+
+
+def new_worker(window: Window, **options: Any) -> durable.Worker:
+    return durable.Worker(
+        window,  # type: ignore[arg-type]
+        orchestrators=[flow, leaf],
+        activities=[mix, square],
+        lease_seconds=LEASE,
+        max_concurrent_orchestrations=4,
+        **options,
+    )
 
 
 class Hand:
     """A Worker stepped by hand: each method is one piece of one of its loops."""
 
-    def __init__(self, store: Store) -> None:
-        self.worker = durable.Worker(
-            store,
-            orchestrators=[flow, leaf],
-            activities=[mix, square],
-            lease_seconds=LEASE,
-            max_concurrent_orchestrations=4,
-        )
+    def __init__(self, store: Store, leases: Leases) -> None:
+        self.store = Window(store, leases)
+        self.worker = new_worker(self.store)
         self.worker._results_ready = asyncio.Event()
-        self.store = store
         self.decided: list[OrchestrationCommit] = []  # decided, not committed yet
         self.claimed: list[ActivityWorkItem] = []  # claimed, not run yet
 
@@ -303,66 +450,6 @@ class Hand:
             if not decided and not claimed:
                 return
         raise AssertionError(f"the worker still finds work after {rounds} rounds")
-
-
-class Watched:
-    """A store seen through a window: tells when a worker's claims come back empty."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._tick = 0
-        self._writing = 0
-        self._last_write = 0
-        self._empty: dict[str, int] = {"orch": -1, "act": -1}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def _next(self) -> int:
-        self._tick += 1
-        return self._tick
-
-    async def _write(self, name: str, *args: Any) -> Any:
-        self._writing += 1
-        try:
-            return await getattr(self._store, name)(*args)
-        finally:
-            self._writing -= 1
-            self._last_write = self._next()
-
-    async def _claim(self, kind: str, name: str, *args: Any) -> Any:
-        began = self._next()
-        found = await getattr(self._store, name)(*args)
-        self._empty[kind] = -1 if found else began
-        return found
-
-    async def claim_orchestrations(self, *args: Any) -> Any:
-        return await self._claim("orch", "claim_orchestrations", *args)
-
-    async def claim_activities(self, *args: Any) -> Any:
-        return await self._claim("act", "claim_activities", *args)
-
-    async def commit_orchestrations(self, *args: Any) -> Any:
-        return await self._write("commit_orchestrations", *args)
-
-    async def complete_activities(self, *args: Any) -> Any:
-        return await self._write("complete_activities", *args)
-
-    async def abandon_orchestration(self, *args: Any) -> Any:
-        return await self._write("abandon_orchestration", *args)
-
-    async def abandon_activities(self, *args: Any) -> Any:
-        return await self._write("abandon_activities", *args)
-
-    def settled(self, worker: durable.Worker) -> bool:
-        """Both loops found nothing after the last write, and nothing runs."""
-        return (
-            not self._writing
-            and not worker._running
-            and not worker._results
-            and self._empty["orch"] > self._last_write
-            and self._empty["act"] > self._last_write
-        )
 
 
 # -- the model -------------------------------------------------------------------------
@@ -528,7 +615,8 @@ class RuntimeMachine(RuleBasedStateMachine):
                 self.dir / "model.db", synchronous="OFF", clock=self.clock
             )
         self.client = durable.Client(self.store)
-        self.hands: list[Hand] = [Hand(self.store)]
+        self.leases = Leases(self.clock)
+        self.hands: list[Hand] = [Hand(self.store, self.leases)]
         self.roots: dict[str, Root] = {}
         self.terminations = 0
         self.started = 0
@@ -769,24 +857,29 @@ class RuntimeMachine(RuleBasedStateMachine):
     def renew_leases(self, k: int) -> None:
         self.run(self.hand(k).renew())
 
-    @rule(k=st.integers(0, 2))
-    def zombie(self, k: int) -> None:
-        """A worker decides and stalls past its lease; another carries on; the first wakes
-        and commits: every one of its stale decisions must be rejected whole."""
-        hand = self.hand(k) if self.hands else Hand(self.store)
-        other = Hand(self.store)
+    @rule(k=st.integers(0, 2), meanwhile=st.sampled_from(["nobody", "claimed", "carried on"]))
+    def zombie(self, k: int, meanwhile: str) -> None:
+        """A worker decides and stalls past its lease; meanwhile nobody touches its
+        instances, or another worker claims them, or carries them on; then the first
+        wakes and commits: every one of its stale decisions must be rejected whole."""
+        hand = self.hand(k) if self.hands else Hand(self.store, self.leases)
+        other = Hand(self.store, self.leases)
 
         async def go() -> None:
             if not hand.paused:
                 await hand.decide()
             self.clock.advance(PAST_LEASE)
-            await other.run_until_idle()
+            if meanwhile == "claimed":
+                await other.decide()
+            elif meanwhile == "carried on":
+                await other.run_until_idle()
             commits, hand.decided = hand.decided, []
             if commits:
-                outcomes = await self.store.commit_orchestrations(commits)
+                outcomes = await hand.store.commit_orchestrations(commits)
                 for commit, outcome in zip(commits, outcomes, strict=True):
                     assert isinstance(outcome, durable.LeaseLostError), (commit, outcome)
                     hand.worker._cache.pop(commit.item.instance_id, None)
+            await other.commit()
 
         self.run(go())
         if len(self.hands) < 3:
@@ -796,10 +889,10 @@ class RuntimeMachine(RuleBasedStateMachine):
     def crash_in_activities(self, k: int, limit: int, ran: bool) -> None:
         """A worker dies holding activities (run or not, unreported); another takes over
         once their leases run out."""
-        hand = self.hand(k) if self.hands else Hand(self.store)
+        hand = self.hand(k) if self.hands else Hand(self.store, self.leases)
         if hand in self.hands:
             self.hands.remove(hand)
-        other = Hand(self.store)
+        other = Hand(self.store, self.leases)
 
         async def go() -> None:
             await hand.claim_activities(limit)
@@ -820,20 +913,13 @@ class RuntimeMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.hands) < 3)
     @rule()
     def new_worker(self) -> None:
-        self.hands.append(Hand(self.store))
+        self.hands.append(Hand(self.store, self.leases))
 
     @rule()
     def run_real_worker(self) -> None:
         """A fresh Worker's own loops run until they find nothing to do, then shut down."""
-        watched = Watched(self.store)
-        worker = durable.Worker(
-            watched,  # type: ignore[arg-type]
-            orchestrators=[flow, leaf],
-            activities=[mix, square],
-            lease_seconds=LEASE,
-            poll_interval=0.005,
-            max_concurrent_orchestrations=4,
-        )
+        watched = Window(self.store, self.leases)
+        worker = new_worker(watched, poll_interval=0.005)
 
         async def go() -> None:
             await worker.start()
@@ -845,6 +931,29 @@ class RuntimeMachine(RuleBasedStateMachine):
                 raise AssertionError("a running worker did not settle within 4 s")
             finally:
                 await worker.shutdown()
+
+        self.run(go())
+
+    @rule(die_at=st.integers(1, 8), before=st.booleans())
+    def kill_real_worker(self, die_at: int, before: bool) -> None:
+        """A fresh Worker's loops run, and the process dies just before or after one of its
+        writes (a commit, recorded results, an abandon): no shutdown, nothing released."""
+        watched = Window(self.store, self.leases, die_at, before)
+        worker = new_worker(watched, poll_interval=0.005)
+
+        async def go() -> None:
+            await worker.start()
+            for _ in range(2000):
+                await asyncio.sleep(0.002)
+                if watched.dead or watched.settled(worker):
+                    break
+            watched.dead = True
+            tasks = [*worker._tasks, *worker._running.values()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            assert worker._executor is not None
+            worker._executor.shutdown(wait=True)
 
         self.run(go())
 
@@ -872,7 +981,10 @@ class RuntimeMachine(RuleBasedStateMachine):
             raise
 
     async def check(self) -> None:
-        assert not self.errors.records, [r.getMessage() for r in self.errors.records]
+        assert not self.errors.records, [
+            f"{r.getMessage()}: {r.exc_info[1]!r}" if r.exc_info else r.getMessage()
+            for r in self.errors.records
+        ]
         for state in await self.all_states():
             history = await self.store.get_history(state.instance_id)
             key = (state, len(history), history[-1] if history else None)
@@ -908,7 +1020,7 @@ class RuntimeMachine(RuleBasedStateMachine):
     async def finish(self) -> None:
         """No more failures, every wait satisfied, time moves on: everything must end."""
         FAULTS.failing.clear()
-        hand = Hand(self.store)
+        hand = Hand(self.store, self.leases)
         seen: list[Any] = []
         for _ in range(40):
             self.clock.advance(50.0)  # past every lease, timer and retry delay
@@ -993,7 +1105,7 @@ async def test_an_event_in_the_batch_that_fails_an_instance_is_kept_for_its_rewi
     # A failed instance keeps what arrives after its failure, for a rewind to use; an
     # event that came just before, in the very batch whose first message fails it, must
     # not be thrown away either: after the rewind the orchestrator waits for it.
-    client, hand = durable.Client(store), Hand(store)
+    client, hand = durable.Client(store), Hand(store, Leases(store.clock))
     spec = spec_of(n=1, wait=True)
     faults.failing.add("a")
     await client.schedule_new_orchestration(flow, input=spec, instance_id="a")
@@ -1020,7 +1132,7 @@ async def test_a_terminate_in_the_batch_that_continues_as_new_is_not_lost(
     # A terminate that arrives while an execution continues as new is carried to the next
     # execution (the store keeps it); one claimed in the same batch as the event that
     # makes it continue must not simply vanish.
-    client, hand = durable.Client(store), Hand(store)
+    client, hand = durable.Client(store), Hand(store, Leases(store.clock))
     await client.schedule_new_orchestration(
         flow, input=spec_of(wait=True, rounds=1), instance_id="a"
     )
@@ -1039,7 +1151,7 @@ async def test_a_rewind_cancels_the_failure_that_came_while_suspended(
     # The activity fails while the instance is suspended: its TaskFailed is held, and acts
     # when the instance is resumed. The rewind must cancel that TaskFailed, not the
     # ExecutionResumed that released it.
-    client, hand = durable.Client(store), Hand(store)
+    client, hand = durable.Client(store), Hand(store, Leases(store.clock))
     spec = spec_of(n=1)
     faults.failing.add("a")
     await client.schedule_new_orchestration(flow, input=spec, instance_id="a")
@@ -1064,7 +1176,7 @@ async def test_events_held_while_suspended_are_carried_to_the_next_execution(
     # Two events arrive while the instance is suspended; on resume the first one makes it
     # continue as new with save_events=True: the second must be carried over, as it is
     # when the same events arrive while it runs.
-    client, hand = durable.Client(store), Hand(store)
+    client, hand = durable.Client(store), Hand(store, Leases(store.clock))
     spec = spec_of(wait=True, rounds=1)
     await client.schedule_new_orchestration(flow, input=spec, instance_id="a")
     await client.suspend_orchestration("a")
