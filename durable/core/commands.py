@@ -132,3 +132,16 @@ def same_call(command: TaskCommand, event: TaskCommandEvent) -> bool:
             return isinstance(event, EventSent) and (event.instance_id, event.name) == (t, n)
         case _:
             assert_never(command)
+
+
+def describe_arguments(event: TaskCommandEvent) -> str:
+    """The arguments a recorded call was made with, for non-determinism messages."""
+    match event:
+        case TimerCreated(fire_at=f):
+            return f"fire_at={f.isoformat()}"
+        case TaskScheduled(input=x, attempt=a):
+            return f"input={x}, attempt={a}"
+        case ChildOrchestrationCreated(input=x) | EventSent(input=x):
+            return f"input={x}"
+        case _:
+            assert_never(event)

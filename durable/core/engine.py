@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, assert_never
 
@@ -21,6 +20,7 @@ from durable.core.commands import (
     TaskCommand,
     TaskCommandEvent,
     command_event,
+    describe_arguments,
     describe_command,
     describe_event,
     same_call,
@@ -56,7 +56,6 @@ from durable.core.events import (
     TaskCompleted,
     TaskFailed,
     TaskScheduled,
-    TerminalStatus,
     TimerCreated,
     TimerFired,
 )
@@ -72,40 +71,12 @@ from durable.core.tasks import (
     RetryPolicy,
     Task,
     TimerTask,
+    invalid_yield,
 )
+from durable.core.waiting import Finish, Retry, Waiting
 
 _MAX_BAD_YIELDS = 100  # an orchestrator that swallows InvalidTaskError forever is failed
 _EVENT_OVERHEAD = 64  # rough bytes per event beyond its payloads, for the size estimate
-
-
-@dataclass(slots=True)
-class _Retry:
-    policy: RetryPolicy
-    started_at: datetime
-    make: Callable[[int, int], TaskCommand]
-    attempt: int = 1
-
-
-@dataclass(slots=True)
-class _Waiting:
-    """A task waiting for the event that completes its sequence number."""
-
-    task: CompletableTask[Any]
-    result_type: object = Any
-    what: str = ""
-    retry: _Retry | None = None
-    retry_of: _Waiting | None = None  # set on the timer that delays a retry
-    command: TaskCommand | None = None  # what started it, for a rewind to run it again
-
-
-@dataclass(slots=True)
-class _Finish:
-    status: TerminalStatus | None  # None: continued as new
-    output: str | None = None
-    failure: FailureDetails | None = None
-    new_input: str | None = None
-    save_events: bool = False
-    carried: list[EventRaised] = field(default_factory=list)
 
 
 class Execution:
@@ -152,7 +123,7 @@ class Execution:
         self._awaiting: Task[Any] | None = None
         self._next_id = 0
         self._pending: dict[int, TaskCommand] = {}
-        self._open: dict[int, _Waiting] = {}
+        self._open: dict[int, Waiting] = {}
         self._waiters: dict[str, deque[tuple[CancellableTask[Any], object]]] = {}
         self._buffered: dict[str, deque[tuple[int, EventRaised]]] = {}
         self._arrivals = 0
@@ -162,7 +133,7 @@ class Execution:
         self._patches: dict[str, bool] = {}
         self._new_patches: list[str] = []
         self._continue_as_new: tuple[str | None, bool] | None = None
-        self._finish: _Finish | None = None
+        self._finish: Finish | None = None
         self._finish_recorded = False  # the end event is in history (replayed or decided)
         self._reruns: list[Rerun] = []
         self._cancels: tuple[int, ...] = ()  # what the rewind being stepped in cancels
@@ -413,7 +384,7 @@ class Execution:
                 finally:
                     self._index, self._releasing = here, False
             case ExecutionTerminated(output=o):
-                self._finish = _Finish("TERMINATED", output=o)
+                self._finish = Finish("TERMINATED", output=o)
                 self._close()
             case ExecutionRewound():
                 if not self.replaying:  # what was awaited when it failed must run again
@@ -433,13 +404,13 @@ class Execution:
                 assert_never(event)
         self._resume()
 
-    def _apply_after_end(self, event: HistoryEvent, finish: _Finish) -> None:
+    def _apply_after_end(self, event: HistoryEvent, finish: Finish) -> None:
         if isinstance(event, TaskScheduled | TimerCreated | ChildOrchestrationCreated | EventSent):
             self._match_recorded(event)  # fire-and-forget work started just before the end
         elif finish.status is None and not self._finish_recorded:
             # Continuing as new in this very step: a terminate wins; events are carried.
             if isinstance(event, ExecutionTerminated):
-                self._finish = _Finish("TERMINATED", output=event.output)
+                self._finish = Finish("TERMINATED", output=event.output)
             elif isinstance(event, EventRaised) and finish.save_events and self._releasing:
                 finish.carried.append(event)
             else:
@@ -492,7 +463,8 @@ class Execution:
             now = command_event(command, event.timestamp)
             raise NonDeterminismError(
                 f"a previous execution called {recorded} with sequence number {event.task_id} "
-                f"and {_arguments(event)}, but the current execution passes {_arguments(now)}; "
+                f"and {describe_arguments(event)}, but the current execution passes "
+                f"{describe_arguments(now)}; "
                 "the orchestrator computed them from something other than its input, its "
                 "history and ctx"
             )
@@ -505,7 +477,7 @@ class Execution:
             # The cap is the engine's decision, not the code's (and the cap may have changed
             # since): adopt the recorded end, as the decision that recorded it did.
             self._pending.clear()
-            self._finish = _Finish("FAILED", failure=event.failure)
+            self._finish = Finish("FAILED", failure=event.failure)
             self._finish_recorded = True
             self._close()
             return
@@ -551,7 +523,7 @@ class Execution:
             delay = retry.policy.next_delay(retry.attempt, failure, retry.started_at, self.now)
             if delay is not None:
                 timer_id = self._add(lambda i: CreateTimer(task_id=i, fire_at=self.now + delay))
-                self._open[timer_id] = _Waiting(
+                self._open[timer_id] = Waiting(
                     TimerTask(self.now + delay), retry_of=waiting, command=self._pending[timer_id]
                 )
                 return
@@ -640,7 +612,7 @@ class Execution:
             if isinstance(yielded, Task):
                 self._awaiting = yielded
                 return
-            resume = _thrower(gen, _not_a_task(self.name, yielded))
+            resume = _thrower(gen, invalid_yield(self.name, yielded))
         self._fail(InvalidTaskError(f"orchestrator {self.name!r} keeps yielding non-tasks"))
 
     def _failures_in(self, task: Task[Any]) -> set[int]:
@@ -670,18 +642,18 @@ class Execution:
             if save:
                 arrived = [a for queue in self._buffered.values() for a in queue]
                 carried = [e for _, e in sorted(arrived, key=lambda a: a[0])]
-            self._finish = _Finish(None, new_input=new_input, save_events=save, carried=carried)
+            self._finish = Finish(None, new_input=new_input, save_events=save, carried=carried)
         else:
             try:
                 output = self.codec.encode(value, f"output of orchestrator {self.name!r}")
             except PayloadError as e:
                 self._fail(e)
                 return
-            self._finish = _Finish("COMPLETED", output=output)
+            self._finish = Finish("COMPLETED", output=output)
         self._close()
 
     def _fail(self, error: BaseException) -> None:
-        self._finish = _Finish("FAILED", failure=FailureDetails.from_exception(error))
+        self._finish = Finish("FAILED", failure=FailureDetails.from_exception(error))
         self._close()
 
     def _close(self) -> None:
@@ -720,10 +692,10 @@ class Execution:
             retry = None
         else:
             task = RetryableTask(retry_policy, self.now)
-            retry = _Retry(retry_policy, self.now, make)
+            retry = Retry(retry_policy, self.now, make)
         if self._accepting:
             task_id = self._add(lambda i: make(i, 1))
-            self._open[task_id] = _Waiting(
+            self._open[task_id] = Waiting(
                 task, result_type, what, retry, command=self._pending[task_id]
             )
         return task
@@ -733,7 +705,7 @@ class Execution:
         timer = TimerTask(fire_at)
         if self._accepting:
             task_id = self._add(lambda i: CreateTimer(task_id=i, fire_at=fire_at))
-            self._open[task_id] = _Waiting(timer, what="timer", command=self._pending[task_id])
+            self._open[task_id] = Waiting(timer, what="timer", command=self._pending[task_id])
         return timer
 
     def wait_for_event(self, name: str, data_type: object) -> CancellableTask[Any]:
@@ -763,27 +735,6 @@ class Execution:
                 self._new_patches.append(patch_id)
             self._patches[patch_id] = decided
         return decided
-
-
-def _arguments(event: TaskCommandEvent) -> str:
-    match event:
-        case TimerCreated(fire_at=f):
-            return f"fire_at={f.isoformat()}"
-        case TaskScheduled(input=x, attempt=a):
-            return f"input={x}, attempt={a}"
-        case ChildOrchestrationCreated(input=x) | EventSent(input=x):
-            return f"input={x}"
-        case _:
-            assert_never(event)
-
-
-def _not_a_task(name: str, yielded: object) -> InvalidTaskError:
-    return InvalidTaskError(
-        f"orchestrator {name!r} yielded {yielded!r} ({type(yielded).__qualname__}); yield "
-        "only tasks: ctx.call_activity(...), ctx.create_timer(...), "
-        "ctx.wait_for_external_event(...), ctx.call_sub_orchestrator(...), when_all(...) "
-        "or when_any(...)"
-    )
 
 
 def _sender(gen: Generator[Any, Any, Any], value: object) -> Callable[[], Any]:

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, cast
 
-from durable.core.errors import DurableError, TaskCancelledError, TaskFailedError
+from durable.core.errors import (
+    DurableError,
+    InvalidTaskError,
+    TaskCancelledError,
+    TaskFailedError,
+)
 from durable.core.events import FailureDetails
 
 T = TypeVar("T")
@@ -295,3 +300,13 @@ class RetryPolicy:
         if self.retry_timeout is not None and now + delay > started_at + self.retry_timeout:
             return None
         return delay
+
+
+def invalid_yield(name: str, yielded: object) -> InvalidTaskError:
+    """The error thrown into an orchestrator that yielded something other than a task."""
+    return InvalidTaskError(
+        f"orchestrator {name!r} yielded {yielded!r} ({type(yielded).__qualname__}); yield "
+        "only tasks: ctx.call_activity(...), ctx.create_timer(...), "
+        "ctx.wait_for_external_event(...), ctx.call_sub_orchestrator(...), when_all(...) "
+        "or when_any(...)"
+    )

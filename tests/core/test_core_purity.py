@@ -24,6 +24,7 @@ CORE_MODULES = [
     "durable.core.payload",
     "durable.core.state",
     "durable.core.tasks",
+    "durable.core.waiting",
 ]
 # `logging` loads `threading`; the replay-safe logger lives apart and loads on first use.
 LOADS_LOGGING = {"durable.core.logger"}
