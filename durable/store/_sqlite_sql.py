@@ -18,12 +18,8 @@ from durable.core.errors import (
 )
 from durable.core.events import (
     ChildOrchestrationFailed,
-    EventRaised,
-    ExecutionResumed,
     ExecutionRewound,
     ExecutionStarted,
-    ExecutionSuspended,
-    ExecutionTerminated,
     FailureDetails,
     HistoryEvent,
     InboundEvent,
@@ -31,6 +27,8 @@ from durable.core.events import (
 from durable.core.history import decode_event, encode_event
 from durable.core.state import OrchestrationState, OrchestrationStatus
 from durable.store.base import (
+    INSTANCE_MESSAGES,
+    STARTERS,
     ActivityResult,
     ActivityWorkItem,
     InstancePage,
@@ -121,12 +119,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 
 _TERMINAL = tuple(s.value for s in OrchestrationStatus if s.is_terminal)
 _FAILED = OrchestrationStatus.FAILED.value
-# Messages that concern the instance rather than one execution survive continue-as-new.
-_INSTANCE_KINDS = tuple(
-    c.__name__ for c in (EventRaised, ExecutionSuspended, ExecutionResumed, ExecutionTerminated)
-)
-# Messages that may be claimed before the instance's (delayed) start is due.
-_STARTER_KINDS = (ExecutionStarted.__name__, ExecutionTerminated.__name__)
+_INSTANCE_KINDS = tuple(c.__name__ for c in INSTANCE_MESSAGES)  # rows store the kind's name
+_STARTER_KINDS = tuple(c.__name__ for c in STARTERS)
 _REWOUND = ExecutionRewound.__name__
 
 _FAILURE_ENCODER = msgspec.json.Encoder()

@@ -12,13 +12,24 @@ import msgspec
 
 from durable.core.commands import ScheduleActivity
 from durable.core.events import (
+    EventRaised,
+    ExecutionResumed,
     ExecutionRewound,
     ExecutionStarted,
+    ExecutionSuspended,
+    ExecutionTerminated,
     FailureDetails,
     HistoryEvent,
     InboundEvent,
 )
 from durable.core.state import OrchestrationState, OrchestrationStatus
+
+INSTANCE_MESSAGES = (EventRaised, ExecutionSuspended, ExecutionResumed, ExecutionTerminated)
+"""Messages that concern the instance rather than one execution: they survive
+continue-as-new (every store keeps them for the next execution)."""
+
+STARTERS = (ExecutionStarted, ExecutionTerminated)
+"""Messages that may be claimed before the instance's (delayed) start is due."""
 
 Clock = Callable[[], datetime]
 """Returns the current time, tz-aware UTC."""

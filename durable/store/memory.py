@@ -19,12 +19,8 @@ from durable.core.errors import (
 )
 from durable.core.events import (
     ChildOrchestrationFailed,
-    EventRaised,
-    ExecutionResumed,
     ExecutionRewound,
     ExecutionStarted,
-    ExecutionSuspended,
-    ExecutionTerminated,
     FailureDetails,
     HistoryEvent,
     InboundEvent,
@@ -32,6 +28,8 @@ from durable.core.events import (
 )
 from durable.core.state import OrchestrationState, OrchestrationStatus
 from durable.store.base import (
+    INSTANCE_MESSAGES,
+    STARTERS,
     ActivityResult,
     ActivityWorkItem,
     Clock,
@@ -44,11 +42,6 @@ from durable.store.base import (
     OrchestrationWorkItem,
     utc_now,
 )
-
-# Messages that concern the instance rather than one execution survive continue-as-new.
-_INSTANCE_MESSAGES = (EventRaised, ExecutionSuspended, ExecutionResumed, ExecutionTerminated)
-# Messages that may be claimed before the instance's (delayed) start is due.
-_STARTERS = (ExecutionStarted, ExecutionTerminated)
 
 
 @dataclass(slots=True)
@@ -313,7 +306,7 @@ class MemoryStore:
                 visible = [m for m in inst.inbox if m.visible_at is None or m.visible_at <= now]
                 if not visible:
                     continue
-                if not inst.history and not any(isinstance(m.event, _STARTERS) for m in visible):
+                if not inst.history and not any(isinstance(m.event, STARTERS) for m in visible):
                     continue  # a delayed start: other messages wait for it (or a terminate)
                 inst.lease_owner, inst.lease_expires = owner, expires
                 self._leased[iid] = None
@@ -403,7 +396,7 @@ class MemoryStore:
         for child in commit.children:
             self._start_child(child, now)
         if commit.new_execution is not None:
-            kept = [m for m in inst.inbox if isinstance(m.event, _INSTANCE_MESSAGES)]
+            kept = [m for m in inst.inbox if isinstance(m.event, INSTANCE_MESSAGES)]
             inst.inbox = []
             inst.history = []
             inst.start = commit.new_execution
