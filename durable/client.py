@@ -10,6 +10,8 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Seque
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import msgspec
+
 from durable.core.errors import OrchestrationNotFoundError, OrchestrationStateError
 from durable.core.events import (
     EventRaised,
@@ -335,6 +337,63 @@ class Client:
                 return
             await asyncio.sleep(0)
 
+    async def read_stream(
+        self, instance_id: str, name: str, *, data_type: Any = Any, after: int = -1
+    ) -> AsyncGenerator[StreamChunk, None]:
+        """Read stream `name` of an instance from its start, while it is written.
+
+        Every chunk comes once, in order. The iteration ends when the stream is closed,
+        or when the instance has finished and every chunk it wrote has been read. A
+        reader that connects late, or again, gets every chunk from the start (or from
+        `after`).
+
+        Args:
+            instance_id: the orchestration instance.
+            name: the stream's name.
+            data_type: decode each chunk into this type (default: plain JSON).
+            after: start after this index (-1: from the start).
+
+        Raises:
+            OrchestrationNotFoundError: there is no such instance.
+        """
+        store = self.store
+        finished = False
+        while True:
+            seen = store.stream_writes.version
+            read = await store.read_stream(instance_id, name, after)
+            for c in read.chunks:
+                data = self._codec.decode(c.data, data_type, f"chunk of stream {name!r}")
+                yield StreamChunk(index=c.index, data=data, task_id=c.task_id, attempt=c.attempt)
+                after = c.index
+            if read.closed or (finished and not read.chunks):
+                return
+            if read.chunks:
+                continue
+            state = await store.get_state(instance_id)
+            if state is None:
+                raise OrchestrationNotFoundError(f"no orchestration with id {instance_id!r}")
+            if state.runtime_status.is_terminal:
+                finished = True  # one more read: chunks written just before the end
+                continue
+            await store.stream_writes.wait(self._poll, since=seen)
+
+
+class StreamChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """One chunk of an orchestration's stream, as `read_stream` yields it.
+
+    Attributes:
+        index: its place in the stream, from 0.
+        data: the value the activity wrote.
+        task_id: the activity that wrote it.
+        attempt: that activity's attempt; a retried activity writes again, so a reader
+            that shows partial output may start over when it sees a new attempt.
+    """
+
+    index: int
+    data: Any
+    task_id: int
+    attempt: int
+
 
 class SyncClient:
     """The `Client` for code that is not async: each method blocks until it is done.
@@ -464,6 +523,21 @@ class SyncClient:
         """See `Client.get_orchestration_history`."""
         return self._run(self._client.get_orchestration_history(instance_id))
 
+    def read_stream(
+        self, instance_id: str, name: str, *, data_type: Any = Any, after: int = -1
+    ) -> Iterator[StreamChunk]:
+        """See `Client.read_stream`."""
+        chunks = self._client.read_stream(instance_id, name, data_type=data_type, after=after)
+        try:
+            while True:
+                try:
+                    yield self._run(_next(chunks))
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed():
+                self._run(chunks.aclose())
+
     def list_orchestrations(
         self,
         *,
@@ -494,5 +568,5 @@ class SyncClient:
                 self._run(pages.aclose())
 
 
-async def _next(pages: AsyncGenerator[OrchestrationState, None]) -> OrchestrationState:
-    return await anext(pages)
+async def _next(items: AsyncGenerator[T, None]) -> T:
+    return await anext(items)

@@ -24,7 +24,7 @@ from durable.core.commands import (
     SendEvent,
     StartChildOrchestration,
 )
-from durable.core.context import ActivityContext
+from durable.core.context import ActivityContext, StreamSink
 from durable.core.decision import Decision, EngineOptions
 from durable.core.engine import Execution
 from durable.core.errors import (
@@ -55,6 +55,7 @@ from durable.core.events import (
 from durable.core.functions import Registry
 from durable.core.payload import DEFAULT_MAX_PAYLOAD_BYTES, PayloadCodec
 from durable.core.state import OrchestrationStatus
+from durable.limits import ActivityLimit
 from durable.store.base import (
     ActivityResult,
     ActivityWorkItem,
@@ -64,6 +65,7 @@ from durable.store.base import (
     OrchestrationCommit,
     OrchestrationWorkItem,
     Store,
+    StoredChunk,
 )
 
 log = logging.getLogger("durable.worker")
@@ -92,6 +94,8 @@ class Worker:
         lease_seconds: how long a claim lasts unless renewed.
         poll_interval: the longest sleep between looks for work another process created.
         shutdown_grace: seconds running activities get to finish when the worker stops.
+        limits: concurrency and rate limits on activities, shared through the store with
+            every other worker that has the same limits.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class Worker:
         lease_seconds: float = 30.0,
         poll_interval: float = 0.5,
         shutdown_grace: float = 30.0,
+        limits: Iterable[ActivityLimit] = (),
     ) -> None:
         if max_concurrent_activities < 1 or max_concurrent_orchestrations < 1:
             raise ValueError("concurrency limits must be at least 1")
@@ -118,6 +123,9 @@ class Worker:
             self._registry.add_orchestrator(fn)
         for fn in activities:
             self._registry.add_activity(fn)
+        self._limits: dict[str, ActivityLimit] = {}
+        for limit in limits:
+            self.add_limit(limit)
         self._max_activities = max_concurrent_activities
         self._batch = max_concurrent_orchestrations
         self._codec = PayloadCodec(max_payload_bytes)
@@ -153,6 +161,16 @@ class Worker:
     def add_activity(self, fn: Callable[..., Any], name: str | None = None) -> str:
         """Register an activity (plain or `async def`); returns its name."""
         return self._registry.add_activity(fn, name)
+
+    def add_limit(self, limit: ActivityLimit) -> None:
+        """Put an activity under a concurrency or rate limit (one limit per activity).
+
+        Raises:
+            ValueError: the activity already has a limit.
+        """
+        if limit.activity in self._limits:
+            raise ValueError(f"activity {limit.activity!r} already has a limit")
+        self._limits[limit.activity] = limit
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -509,12 +527,20 @@ class Worker:
 
     async def _run_activity(self, item: ActivityWorkItem) -> None:
         now = self.store.clock
+        limit = self._limits.get(item.name)
+        admitted: ActivityLimit | None = None
+        result: Any = None
         try:
             spec = self._registry.activity(item.name)
             value = self._codec.decode(
                 item.input, spec.input_type, f"input of activity {item.name!r}"
             )
-            ctx = ActivityContext(item.instance_id, item.task_id, item.attempt, item.name)
+            if limit is not None:
+                if not await self._admit(item, limit, value):
+                    return  # deferred: it waits in the store, for any worker
+                admitted = limit
+            streams = _ActivityStreams(self.store, self._codec, item, asyncio.get_running_loop())
+            ctx = ActivityContext(item.instance_id, item.task_id, item.attempt, item.name, streams)
             args = (ctx, value) if spec.takes_input else (ctx,)
             if spec.is_async:
                 result = await spec.fn(*args)
@@ -536,9 +562,39 @@ class Worker:
             event = TaskFailed(
                 timestamp=now(), task_id=item.task_id, failure=FailureDetails.from_exception(e)
             )
+        finally:
+            if admitted is not None:
+                await self._release(item, admitted, result)
         self._results.append(ActivityResult(item=item, event=event))
         assert self._results_ready is not None
         self._results_ready.set()
+
+    async def _admit(self, item: ActivityWorkItem, limit: ActivityLimit, value: Any) -> bool:
+        """Take a place in the activity's budget; False if it was deferred instead."""
+        try:
+            wait = await self.store.acquire_flow(
+                item.name, item.id, limit.flow, limit.tokens_for(value), self._lease
+            )
+        except StoreError as e:
+            log.warning("activity %s: could not check its limit (%s); retrying", item.name, e)
+            wait = min(self._poll, 1.0)
+        if wait <= 0:
+            return True
+        with contextlib.suppress(StoreError):  # if this fails, the lease runs out instead
+            await self.store.abandon_activities([item], retry_after=wait)
+        asyncio.get_running_loop().call_later(wait, self.store.activity_work.notify)
+        return False
+
+    async def _release(self, item: ActivityWorkItem, limit: ActivityLimit, result: Any) -> None:
+        try:
+            used = limit.tokens_used(result) if result is not None else None
+        except Exception:
+            log.warning("activity %s: its usage function failed", item.name, exc_info=True)
+            used = None
+        try:
+            await self.store.release_flow(item.name, item.id, used)
+        except StoreError as e:  # the slot is freed when its lease runs out
+            log.warning("activity %s: could not release its limit (%s)", item.name, e)
 
     async def _result_loop(self) -> None:
         # Completions that finish together are committed together (group commit).
@@ -594,6 +650,34 @@ class Worker:
             await self._sleep(self._lease / 3)
             if self._running:
                 await self.store.renew_leases(self.id, (), list(self._running), self._lease)
+
+
+class _ActivityStreams(StreamSink):
+    """Stream writes of one activity attempt, stored before each write returns."""
+
+    def __init__(
+        self,
+        store: Store,
+        codec: PayloadCodec,
+        item: ActivityWorkItem,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._store = store
+        self._codec = codec
+        self._item = item
+        self._loop = loop
+
+    async def write(self, name: str, data: Any, close: bool) -> None:
+        chunk = None
+        if not close or data is not None:
+            encoded = self._codec.encode(data, f"chunk of stream {name!r}")
+            chunk = StoredChunk(
+                index=0, data=encoded, task_id=self._item.task_id, attempt=self._item.attempt
+            )
+        await self._store.append_stream(self._item.instance_id, name, chunk, close)
+
+    def write_sync(self, name: str, data: Any, close: bool) -> None:
+        asyncio.run_coroutine_threadsafe(self.write(name, data, close), self._loop).result()
 
 
 def _timer(item: OrchestrationWorkItem, timer: CreateTimer) -> Message:

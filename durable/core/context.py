@@ -7,7 +7,7 @@ import random as _random
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from durable.core.commands import (
     ScheduleActivity,
@@ -37,6 +37,53 @@ class ReplaySafeRandom(_random.Random):
     """The generator `ctx.random()` returns: seeded by the instance, the same on replay."""
 
 
+class StreamSink(Protocol):
+    """Where an activity's stream writes go; the runtime provides it."""
+
+    async def write(self, name: str, data: Any, close: bool) -> None:
+        """Append `data` to stream `name` (unless `close` and data is None); maybe close it."""
+        ...
+
+    def write_sync(self, name: str, data: Any, close: bool) -> None:
+        """The same, from a sync activity's thread; returns once the chunk is stored."""
+        ...
+
+
+class ActivityStream:
+    """A named stream of the activity's orchestration, written chunk by chunk.
+
+    Clients read it while the orchestration runs (`client.read_stream`). Chunks are
+    stored in order and never enter history. A retried activity writes again: each chunk
+    carries the attempt that wrote it.
+    """
+
+    def __init__(self, sink: StreamSink | None, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError("a stream name must be a non-empty string")
+        self.name = name
+        self._sink = sink
+
+    async def write(self, data: Any) -> None:
+        """Append one chunk (any JSON value), stored before this returns."""
+        if self._sink is not None:
+            await self._sink.write(self.name, data, False)
+
+    async def close(self) -> None:
+        """Mark the stream finished: readers end after its last chunk."""
+        if self._sink is not None:
+            await self._sink.write(self.name, None, True)
+
+    def write_sync(self, data: Any) -> None:
+        """`write` for sync activities (they run in a thread)."""
+        if self._sink is not None:
+            self._sink.write_sync(self.name, data, False)
+
+    def close_sync(self) -> None:
+        """`close` for sync activities."""
+        if self._sink is not None:
+            self._sink.write_sync(self.name, None, True)
+
+
 class ActivityContext:
     """What an activity knows of its invocation.
 
@@ -48,12 +95,25 @@ class ActivityContext:
     """
 
     def __init__(
-        self, orchestration_id: str, task_id: int, attempt: int = 1, name: str = ""
+        self,
+        orchestration_id: str,
+        task_id: int,
+        attempt: int = 1,
+        name: str = "",
+        streams: StreamSink | None = None,
     ) -> None:
         self.orchestration_id = orchestration_id
         self.task_id = task_id
         self.attempt = attempt
         self.name = name
+        self._streams = streams
+
+    def stream(self, name: str) -> ActivityStream:
+        """The orchestration's stream `name`, to send partial output to clients as it comes.
+
+        Outside a worker (a plain call in a unit test) writes go nowhere.
+        """
+        return ActivityStream(self._streams, name)
 
     def __repr__(self) -> str:
         return (

@@ -37,11 +37,14 @@ from durable.store.base import (
     NewInstance,
     OrchestrationCommit,
     OrchestrationWorkItem,
+    StoredChunk,
+    StreamRead,
 )
+from durable.store.flow import FlowLimit, wait_seconds
 
 Conn = sqlite3.Connection
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # Each entry moves the schema from version i to i + 1; never edit one that has shipped.
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -113,6 +116,34 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         id    INTEGER PRIMARY KEY,                -- activities.id
         input TEXT
     );
+    """,
+    """
+    -- Flow control: concurrency slots held by running activities, and the starts (with
+    -- their tokens) inside each budget's sliding window. Shared by every worker.
+    CREATE TABLE flow_slots (
+        key     TEXT NOT NULL,
+        holder  INTEGER NOT NULL,                 -- activities.id
+        expires INTEGER NOT NULL,
+        PRIMARY KEY (key, holder)
+    ) WITHOUT ROWID;
+    CREATE TABLE flow_starts (
+        key     TEXT NOT NULL,
+        at      INTEGER NOT NULL,
+        holder  INTEGER NOT NULL,
+        tokens  INTEGER NOT NULL,
+        PRIMARY KEY (key, at, holder)
+    ) WITHOUT ROWID;
+
+    -- Named streams of chunks that activities write and clients read while they run.
+    CREATE TABLE streams (
+        instance_id TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        idx         INTEGER NOT NULL,             -- -1: the stream is closed
+        task_id     INTEGER NOT NULL,
+        attempt     INTEGER NOT NULL,
+        data        TEXT,
+        PRIMARY KEY (instance_id, name, idx)
+    ) WITHOUT ROWID;
     """,
 )
 
@@ -208,7 +239,7 @@ def _delete(raw: Conn, ids: Sequence[str]) -> None:
         "DELETE FROM activity_inputs WHERE id IN (SELECT id FROM activities WHERE instance_id = ?)",
         params,
     )
-    for table in ("history", "messages", "activities", "inputs", "instances"):
+    for table in ("history", "messages", "activities", "inputs", "streams", "instances"):
         raw.executemany(f"DELETE FROM {table} WHERE instance_id = ?", params)  # noqa: S608
 
 
@@ -667,10 +698,10 @@ def complete_activities(raw: Conn, results: Sequence[ActivityResult], now: int) 
         )
 
 
-def abandon_activities(raw: Conn, items: Sequence[ActivityWorkItem], now: int) -> None:
+def abandon_activities(raw: Conn, items: Sequence[ActivityWorkItem], ready_at: int) -> None:
     raw.executemany(
         "UPDATE activities SET lease_owner = NULL, ready_at = ? WHERE id = ? AND lease_owner = ?",
-        [(now, i.id, i.lease_owner) for i in items],
+        [(ready_at, i.id, i.lease_owner) for i in items],
     )
 
 
@@ -685,6 +716,9 @@ def renew(
         "UPDATE activities SET ready_at = ? WHERE id = ? AND lease_owner = ?",
         [(expires, i, owner) for i in activity_ids],
     )
+    raw.executemany(
+        "UPDATE flow_slots SET expires = ? WHERE holder = ?", [(expires, i) for i in activity_ids]
+    )
 
 
 def next_wake(raw: Conn) -> int | None:
@@ -694,3 +728,89 @@ def next_wake(raw: Conn) -> int | None:
         " WHERE wake_at IS NOT NULL"
     ).fetchone()[0]
     return wake
+
+
+def acquire_flow(  # noqa: PLR0917 - SqliteStore._write passes arguments positionally
+    raw: Conn, key: str, holder: int, limit: FlowLimit, tokens: int, now: int, expires: int
+) -> float:
+    raw.execute("DELETE FROM flow_slots WHERE key = ? AND expires <= ?", (key, now))
+    horizon = now - int(limit.window_seconds * 1e6)
+    raw.execute("DELETE FROM flow_starts WHERE key = ? AND at <= ?", (key, horizon))
+    running = raw.execute("SELECT COUNT(*) FROM flow_slots WHERE key = ?", (key,)).fetchone()[0]
+    started = [
+        (at / 1e6, t)
+        for at, t in raw.execute(
+            "SELECT at, tokens FROM flow_starts WHERE key = ? ORDER BY at", (key,)
+        )
+    ]
+    wait = wait_seconds(limit, now / 1e6, running, started, tokens)
+    if wait > 0:
+        return wait
+    if limit.max_concurrent is not None:
+        raw.execute(
+            "INSERT OR REPLACE INTO flow_slots (key, holder, expires) VALUES (?, ?, ?)",
+            (key, holder, expires),
+        )
+    if limit.rates:
+        raw.execute(
+            "INSERT OR REPLACE INTO flow_starts (key, at, holder, tokens) VALUES (?, ?, ?, ?)",
+            (key, now, holder, tokens),
+        )
+    return 0.0
+
+
+def release_flow(raw: Conn, key: str, holder: int, tokens: int | None) -> None:
+    raw.execute("DELETE FROM flow_slots WHERE key = ? AND holder = ?", (key, holder))
+    if tokens is not None:
+        raw.execute(
+            "UPDATE flow_starts SET tokens = ? WHERE key = ? AND holder = ?", (tokens, key, holder)
+        )
+
+
+_CLOSED = -1
+
+
+def append_stream(
+    raw: Conn, instance_id: str, name: str, chunk: StoredChunk | None, close: bool
+) -> bool:
+    """Returns whether anything was written."""
+    exists = raw.execute("SELECT 1 FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
+    if exists is None:
+        return False
+    closed, count = raw.execute(
+        "SELECT COUNT(*) FILTER (WHERE idx = ?), COUNT(*) FILTER (WHERE idx >= 0) FROM streams"
+        " WHERE instance_id = ? AND name = ?",
+        (_CLOSED, instance_id, name),
+    ).fetchone()
+    if closed:
+        return False
+    rows = []
+    if chunk is not None:
+        rows.append((count, chunk.task_id, chunk.attempt, chunk.data))
+    if close:
+        rows.append((_CLOSED, chunk.task_id if chunk else 0, chunk.attempt if chunk else 0, None))
+    raw.executemany(
+        "INSERT INTO streams (instance_id, name, idx, task_id, attempt, data)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(instance_id, name, *row) for row in rows],
+    )
+    return bool(rows)
+
+
+def read_stream(raw: Conn, instance_id: str, name: str, after: int, limit: int) -> StreamRead:
+    rows = raw.execute(
+        "SELECT idx, task_id, attempt, data FROM streams"
+        " WHERE instance_id = ? AND name = ? AND idx > ? ORDER BY idx LIMIT ?",
+        (instance_id, name, after, limit),
+    ).fetchall()
+    chunks = tuple(StoredChunk(index=r[0], task_id=r[1], attempt=r[2], data=r[3]) for r in rows)
+    closed = False
+    if len(rows) < limit:
+        closed = (
+            raw.execute(
+                "SELECT 1 FROM streams WHERE instance_id = ? AND name = ? AND idx = ?",
+                (instance_id, name, _CLOSED),
+            ).fetchone()
+            is not None
+        )
+    return StreamRead(chunks=chunks, closed=closed)

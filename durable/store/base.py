@@ -23,6 +23,7 @@ from durable.core.events import (
     InboundEvent,
 )
 from durable.core.state import OrchestrationState, OrchestrationStatus
+from durable.store.flow import FlowLimit
 
 INSTANCE_MESSAGES = (EventRaised, ExecutionSuspended, ExecutionResumed, ExecutionTerminated)
 """Messages that concern the instance rather than one execution: they survive
@@ -151,6 +152,29 @@ class ActivityResult(msgspec.Struct, frozen=True, kw_only=True):
     event: InboundEvent
 
 
+class StoredChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """One chunk of an orchestration's named stream.
+
+    Attributes:
+        index: its place in the stream, from 0.
+        data: the chunk (JSON text in the store; decoded by `Client.read_stream`).
+        task_id: the activity that wrote it.
+        attempt: that activity's attempt: a retried activity writes its chunks again.
+    """
+
+    index: int
+    data: str | None
+    task_id: int
+    attempt: int
+
+
+class StreamRead(msgspec.Struct, frozen=True, kw_only=True):
+    """Chunks read from a stream, and whether it is closed (no chunk comes after them)."""
+
+    chunks: tuple[StoredChunk, ...]
+    closed: bool
+
+
 class InstanceQuery(msgspec.Struct, frozen=True, kw_only=True):
     """Filters for listing instances (all optional); results are ordered by creation."""
 
@@ -231,6 +255,7 @@ class Store(Protocol):
     orchestration_work: Notifier
     activity_work: Notifier
     instance_changes: Notifier
+    stream_writes: Notifier
 
     async def close(self) -> None:
         """Release connections and files."""
@@ -328,8 +353,15 @@ class Store(Protocol):
         """
         ...
 
-    async def abandon_activities(self, items: Sequence[ActivityWorkItem]) -> None:
-        """Release leases so that other workers may run these activities."""
+    async def abandon_activities(
+        self, items: Sequence[ActivityWorkItem], retry_after: float = 0.0
+    ) -> None:
+        """Release leases so that other workers may run these activities.
+
+        Args:
+            items: the claimed activities.
+            retry_after: no worker claims them again sooner than this, in seconds.
+        """
         ...
 
     async def renew_leases(
@@ -344,4 +376,49 @@ class Store(Protocol):
 
     async def next_wake_time(self) -> datetime | None:
         """When the earliest delayed message becomes visible, if any."""
+        ...
+
+    # -- flow control ----------------------------------------------------------------
+    async def acquire_flow(
+        self, key: str, holder: int, limit: FlowLimit, tokens: int, lease_seconds: float
+    ) -> float:
+        """Start one unit of work under `key`'s budget, or say how long to wait.
+
+        Every worker of the store shares the budget. On success the holder takes a
+        concurrency slot (if limited) until `release_flow` or until `lease_seconds` pass
+        without `renew_leases`, and its start and `tokens` count in the window.
+
+        Args:
+            key: the budget's name (an activity name).
+            holder: the activity work item's id.
+            limit: the budget.
+            tokens: the start's estimated token use.
+
+        Returns:
+            0.0 if granted, else the seconds to wait before asking again.
+        """
+        ...
+
+    async def release_flow(self, key: str, holder: int, tokens: int | None) -> None:
+        """Free the holder's slot; if `tokens` is given, it replaces the estimate."""
+        ...
+
+    # -- streams ---------------------------------------------------------------------
+    async def append_stream(
+        self,
+        instance_id: str,
+        name: str,
+        chunk: StoredChunk | None,
+        close: bool,
+    ) -> None:
+        """Append `chunk` (its `index` is assigned here) and/or close stream `name`.
+
+        Writes to a closed stream, or to an instance that does not exist, are dropped.
+        """
+        ...
+
+    async def read_stream(
+        self, instance_id: str, name: str, after: int, limit: int = 1000
+    ) -> StreamRead:
+        """Chunks with index > `after` (-1: from the start), oldest first."""
         ...

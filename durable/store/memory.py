@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -40,8 +40,11 @@ from durable.store.base import (
     Notifier,
     OrchestrationCommit,
     OrchestrationWorkItem,
+    StoredChunk,
+    StreamRead,
     utc_now,
 )
+from durable.store.flow import FlowLimit, wait_seconds
 
 
 @dataclass(slots=True)
@@ -93,6 +96,18 @@ class _Activity:
     lease_expires: datetime | None = None
 
 
+@dataclass(slots=True)
+class _Flow:
+    slots: dict[int, datetime] = field(default_factory=dict)  # holder -> lease expiry
+    started: list[tuple[datetime, int, int]] = field(default_factory=list)  # (at, holder, tokens)
+
+
+@dataclass(slots=True)
+class _Stream:
+    chunks: list[StoredChunk] = field(default_factory=list)
+    closed: bool = False
+
+
 class MemoryStore:
     """Keeps everything in this process's memory; nothing survives the process.
 
@@ -105,6 +120,7 @@ class MemoryStore:
         self.orchestration_work = Notifier()
         self.activity_work = Notifier()
         self.instance_changes = Notifier()
+        self.stream_writes = Notifier()
         self._lock = threading.RLock()
         self._instances: dict[str, _Instance] = {}
         self._ready: dict[str, None] = {}  # instances that may have visible messages, FIFO
@@ -112,7 +128,10 @@ class MemoryStore:
         self._activities: dict[int, _Activity] = {}
         self._activity_queue: dict[int, None] = {}
         self._activity_keys: dict[tuple[str, str, int], int] = {}
+        self._deferred: list[tuple[datetime, int]] = []  # (claimable from, activity id)
         self._leased: dict[str, None] = {}
+        self._flows: dict[str, _Flow] = {}
+        self._streams: dict[tuple[str, str], _Stream] = {}
         self._seq = itertools.count(1)
         self._order = itertools.count(1)
         self._next_sweep = datetime.min.replace(tzinfo=UTC)
@@ -150,6 +169,7 @@ class MemoryStore:
             )
         if old is not None:
             self._drop_activities(iid)
+            self._drop_streams({iid})
         inst = _Instance(
             start=instance.start,
             status=OrchestrationStatus.PENDING,
@@ -253,7 +273,12 @@ class MemoryStore:
             for iid in found:
                 del self._instances[iid]
                 self._drop_activities(iid)
+            self._drop_streams(found.keys())
             return len(found)
+
+    def _drop_streams(self, instance_ids: Collection[str]) -> None:
+        for key in [k for k in self._streams if k[0] in instance_ids]:
+            del self._streams[key]
 
     def _drop_activities(self, iid: str) -> None:
         for aid, act in list(self._activities.items()):
@@ -464,6 +489,11 @@ class MemoryStore:
         claimed: list[ActivityWorkItem] = []
         with self._lock:
             self._sweep(now)
+            while self._deferred and self._deferred[0][0] <= now:
+                _, aid = heapq.heappop(self._deferred)
+                act = self._activities.get(aid)
+                if act is not None and act.lease_owner is None:
+                    self._activity_queue[aid] = None
             while self._activity_queue and len(claimed) < limit:
                 aid = next(iter(self._activity_queue))
                 del self._activity_queue[aid]
@@ -513,13 +543,19 @@ class MemoryStore:
                     )
         self.orchestration_work.notify()
 
-    async def abandon_activities(self, items: Sequence[ActivityWorkItem]) -> None:
+    async def abandon_activities(
+        self, items: Sequence[ActivityWorkItem], retry_after: float = 0.0
+    ) -> None:
         with self._lock:
+            ready = self.clock() + timedelta(seconds=max(retry_after, 0.0))
             for item in items:
                 act = self._activities.get(item.id)
                 if act is not None and act.lease_owner == item.lease_owner:
                     act.lease_owner = act.lease_expires = None
-                    self._activity_queue[item.id] = None
+                    if retry_after > 0:
+                        heapq.heappush(self._deferred, (ready, item.id))
+                    else:
+                        self._activity_queue[item.id] = None
         self.activity_work.notify()
 
     async def renew_leases(
@@ -539,6 +575,9 @@ class MemoryStore:
                 act = self._activities.get(aid)
                 if act is not None and act.lease_owner == owner:
                     act.lease_expires = expires
+                    for flow in self._flows.values():
+                        if aid in flow.slots:
+                            flow.slots[aid] = expires
 
     def is_idle(self) -> bool:
         """True when no work is due, running or being decided: only time can bring more.
@@ -547,7 +586,7 @@ class MemoryStore:
         """
         now = self.clock()
         with self._lock:
-            if self._activities or self._leased:
+            if self._leased or len(self._activities) > len(self._deferred):
                 return False
             if self._delayed and self._delayed[0][0] <= now:
                 return False
@@ -561,7 +600,75 @@ class MemoryStore:
 
     async def next_wake_time(self) -> datetime | None:
         with self._lock:
-            return self._delayed[0][0] if self._delayed else None
+            times = [self._delayed[0][0]] if self._delayed else []
+            if self._deferred:
+                times.append(self._deferred[0][0])
+            return min(times, default=None)
+
+    # -- flow control ----------------------------------------------------------------
+
+    async def acquire_flow(
+        self, key: str, holder: int, limit: FlowLimit, tokens: int, lease_seconds: float
+    ) -> float:
+        now = self.clock()
+        with self._lock:
+            flow = self._flows.setdefault(key, _Flow())
+            for h, expires in list(flow.slots.items()):
+                if expires <= now:
+                    del flow.slots[h]
+            horizon = now - timedelta(seconds=limit.window_seconds)
+            flow.started = [s for s in flow.started if s[0] > horizon]
+            wait = wait_seconds(
+                limit,
+                now.timestamp(),
+                len(flow.slots),
+                [(at.timestamp(), t) for at, _, t in flow.started],
+                tokens,
+            )
+            if wait > 0:
+                return wait
+            if limit.max_concurrent is not None:
+                flow.slots[holder] = now + timedelta(seconds=lease_seconds)
+            if limit.rates:
+                flow.started.append((now, holder, tokens))
+            return 0.0
+
+    async def release_flow(self, key: str, holder: int, tokens: int | None) -> None:
+        with self._lock:
+            flow = self._flows.get(key)
+            if flow is None:
+                return
+            flow.slots.pop(holder, None)
+            if tokens is not None:
+                flow.started = [(at, h, tokens if h == holder else t) for at, h, t in flow.started]
+        self.activity_work.notify()
+
+    # -- streams ---------------------------------------------------------------------
+
+    async def append_stream(
+        self, instance_id: str, name: str, chunk: StoredChunk | None, close: bool
+    ) -> None:
+        with self._lock:
+            if instance_id not in self._instances:
+                return
+            stream = self._streams.setdefault((instance_id, name), _Stream())
+            if stream.closed:
+                return
+            if chunk is not None:
+                stream.chunks.append(msgspec.structs.replace(chunk, index=len(stream.chunks)))
+            stream.closed = close
+        self.stream_writes.notify()
+
+    async def read_stream(
+        self, instance_id: str, name: str, after: int, limit: int = 1000
+    ) -> StreamRead:
+        with self._lock:
+            stream = self._streams.get((instance_id, name))
+            if stream is None:
+                return StreamRead(chunks=(), closed=False)
+            chunks = tuple(stream.chunks[after + 1 : after + 1 + limit])
+            done = stream.closed and after + len(chunks) + 1 >= len(stream.chunks)
+            return StreamRead(chunks=chunks, closed=done)
 
 
 def _matches(inst: _Instance, q: InstanceQuery) -> bool:

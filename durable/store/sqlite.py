@@ -36,8 +36,11 @@ from durable.store.base import (
     Notifier,
     OrchestrationCommit,
     OrchestrationWorkItem,
+    StoredChunk,
+    StreamRead,
     utc_now,
 )
+from durable.store.flow import FlowLimit
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -93,6 +96,7 @@ class SqliteStore:
         self.orchestration_work = Notifier()
         self.activity_work = Notifier()
         self.instance_changes = Notifier()
+        self.stream_writes = Notifier()
         self._synchronous = synchronous.upper()
         self._busy_ms = int(busy_timeout * 1000)
         self._pragmas = dict(pragmas or {})
@@ -302,9 +306,12 @@ class SqliteStore:
             await self._write(sql.complete_activities, results, sql.us(self.clock()))
             self.orchestration_work.notify()
 
-    async def abandon_activities(self, items: Sequence[ActivityWorkItem]) -> None:
+    async def abandon_activities(
+        self, items: Sequence[ActivityWorkItem], retry_after: float = 0.0
+    ) -> None:
         if items:
-            await self._write(sql.abandon_activities, items, sql.us(self.clock()))
+            ready_at = sql.us(self.clock()) + int(max(retry_after, 0.0) * 1e6)
+            await self._write(sql.abandon_activities, items, ready_at)
             self.activity_work.notify()
 
     async def renew_leases(
@@ -321,6 +328,32 @@ class SqliteStore:
     async def next_wake_time(self) -> datetime | None:
         wake = await self._read(sql.next_wake)
         return sql.opt_dt(wake)
+
+    # -- flow control ----------------------------------------------------------------
+
+    async def acquire_flow(
+        self, key: str, holder: int, limit: FlowLimit, tokens: int, lease_seconds: float
+    ) -> float:
+        now = sql.us(self.clock())
+        expires = now + int(lease_seconds * 1e6)
+        return await self._write(sql.acquire_flow, key, holder, limit, tokens, now, expires)
+
+    async def release_flow(self, key: str, holder: int, tokens: int | None) -> None:
+        await self._write(sql.release_flow, key, holder, tokens)
+        self.activity_work.notify()
+
+    # -- streams ---------------------------------------------------------------------
+
+    async def append_stream(
+        self, instance_id: str, name: str, chunk: StoredChunk | None, close: bool
+    ) -> None:
+        if await self._write(sql.append_stream, instance_id, name, chunk, close):
+            self.stream_writes.notify()
+
+    async def read_stream(
+        self, instance_id: str, name: str, after: int, limit: int = 1000
+    ) -> StreamRead:
+        return await self._read(sql.read_stream, instance_id, name, after, limit)
 
 
 def _statements(script: str) -> list[str]:
