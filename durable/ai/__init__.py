@@ -1,13 +1,7 @@
 """Durable AI agents: model calls and tool calls as activities, agent loops as orchestrations."""
 
-from durable.ai._agent import (
-    Agent,
-    AgentInput,
-    AgentResult,
-    AgentTool,
-    Approval,
-    agent_tool,
-)
+from durable.ai._agent import Agent, AgentInput, AgentResult, AgentTool, agent_tool
+from durable.ai._approval import Approval, wait_for_approval
 from durable.ai._gemini import DEFAULT_GEMINI_MODEL, Gemini
 from durable.ai._model import (
     DEFAULT_MODEL_RETRY,
@@ -21,6 +15,20 @@ from durable.ai._model import (
     model_activities,
     model_activity,
     request,
+)
+from durable.ai._patterns import (
+    Gate,
+    GateFailedError,
+    Refined,
+    Step,
+    Vote,
+    chain,
+    classify,
+    plan_and_run,
+    refine,
+    route,
+    sections,
+    vote,
 )
 from durable.ai._setup import model_limit, register
 from durable.ai._tools import Tool, ToolArgumentsError, tool
@@ -49,6 +57,20 @@ __all__ = [
     "SequentialAgent",
     "ParallelAgent",
     "LoopAgent",
+    # patterns
+    "chain",
+    "Step",
+    "Gate",
+    "GateFailedError",
+    "classify",
+    "route",
+    "sections",
+    "vote",
+    "Vote",
+    "plan_and_run",
+    "refine",
+    "Refined",
+    "wait_for_approval",
     # tools
     "Tool",
     "tool",

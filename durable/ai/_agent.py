@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from durable.ai._approval import Approval, wait_for_approval
 from durable.ai._model import DEFAULT_MODEL_RETRY, generate
 from durable.ai._tools import Tool
 from durable.ai._types import (
@@ -23,7 +24,7 @@ from durable.ai._types import (
 )
 from durable.core.context import OrchestrationContext
 from durable.core.errors import TaskFailedError
-from durable.core.tasks import CompletableTask, RetryPolicy, Task, when_all, when_any
+from durable.core.tasks import CompletableTask, RetryPolicy, Task, when_all
 
 ESCALATE = "escalate"
 TRANSFER_PREFIX = "transfer_to_"
@@ -69,26 +70,6 @@ class AgentResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     def escalated(self) -> bool:
         """Whether the agent asked to leave its loop (`LoopAgent`)."""
         return self.stopped == "escalated"
-
-
-class Approval(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """A human's answer to a tool call that needs approval (the event's data).
-
-    Send `{"approved": true}` (or just `true`) as the agent's approval event.
-
-    Attributes:
-        approved: the decision for every pending call.
-        reason: shown to the model when a call is denied.
-        calls: decisions for single calls by id, overriding `approved`.
-    """
-
-    approved: bool
-    reason: str = ""
-    calls: dict[str, bool] = msgspec.field(default_factory=dict)
-
-    def allows(self, call_id: str) -> bool:
-        """The decision for one call."""
-        return self.calls.get(call_id, self.approved)
 
 
 class AgentLike(Protocol):
@@ -395,16 +376,14 @@ class Agent:
                 "calls": pending,
             }
         )
-        event = ctx.wait_for_external_event(self.approval_event)
-        timer = ctx.create_timer(self.approval_timeout)
-        winner = yield when_any([event, timer])
-        if winner is not event:
-            return Approval(
-                approved=self.approve_on_timeout,
-                reason=f"no answer within {self.approval_timeout}",
+        return (
+            yield from wait_for_approval(
+                ctx,
+                event=self.approval_event,
+                timeout=self.approval_timeout,
+                approve_on_timeout=self.approve_on_timeout,
             )
-        timer.cancel()
-        return _as_approval(event.get_result())
+        )
 
     def _compact(
         self, ctx: OrchestrationContext, conversation: list[Content]
@@ -456,16 +435,6 @@ def _as_input(value: AgentInput | str | Mapping[str, Any] | None) -> AgentInput:
     if isinstance(value, AgentInput):
         return value
     return msgspec.convert(value, AgentInput)
-
-
-def _as_approval(data: Any) -> Approval:
-    # A human's input is not trusted to be well formed: anything unclear is a denial.
-    if isinstance(data, bool):
-        return Approval(approved=data)
-    try:
-        return msgspec.convert(data, Approval)
-    except (msgspec.ValidationError, TypeError):
-        return Approval(approved=False, reason=f"unreadable approval: {data!r}")
 
 
 class _State(dict[str, Any]):

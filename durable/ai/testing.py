@@ -7,17 +7,20 @@ between an orchestration and the wire is exercised; only the answers are scripte
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import msgspec
 
+from durable.ai._gemini import DEFAULT_GEMINI_MODEL, Gemini
 from durable.ai._types import (
     Content,
     FunctionCall,
@@ -428,3 +431,18 @@ def response_json(answer: ModelResponse, call: Call) -> dict[str, Any]:
         },
         "modelVersion": answer.model_version or call.model,
     }
+
+
+@contextlib.contextmanager
+def gemini_or_scripted(
+    script: Script, *, model: str = DEFAULT_GEMINI_MODEL, env: str = "GEMINI_API_KEY"
+) -> Iterator[Gemini]:
+    """The real Gemini when `env` holds a key; otherwise Gemini's client talking to a
+    `ScriptedGemini` that answers with `script`. Examples use it to run offline by default.
+    """
+    key = os.environ.get(env)
+    if key:
+        yield Gemini(model, api_key=key)
+        return
+    with ScriptedGemini(script) as server:
+        yield Gemini(model, api_key="offline", base_url=server.url)
