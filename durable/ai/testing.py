@@ -173,6 +173,7 @@ class ScriptedGemini:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else small replies stall on delayed ACKs
 
             def do_POST(self) -> None:
                 owner._handle(self)
