@@ -30,6 +30,7 @@ from durable.core.events import FailureDetails, HistoryEvent
 from durable.core.history import History
 from durable.core.state import OrchestrationState, OrchestrationStatus
 from durable.core.tasks import RetryPolicy, Task, when_all, when_any
+from durable.limits import ActivityLimit
 from durable.store import MemoryStore, SqliteStore, Store
 from durable.store.open import open_store
 from durable.worker import Worker
@@ -54,6 +55,7 @@ __all__ = [
     "SqliteStore",
     "open_store",
     "EngineOptions",
+    "ActivityLimit",
     # state and history
     "OrchestrationState",
     "OrchestrationStatus",

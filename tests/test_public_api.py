@@ -10,7 +10,7 @@ from durable import task
 EXPECTED = {
     "task", "OrchestrationContext", "ActivityContext", "Task", "RetryPolicy", "when_all",
     "when_any", "Worker", "Client", "SyncClient", "Store", "MemoryStore", "SqliteStore",
-    "open_store", "EngineOptions",
+    "open_store", "EngineOptions", "ActivityLimit",
     "OrchestrationState", "OrchestrationStatus", "FailureDetails", "History", "HistoryEvent",
     "DurableError", "NonDeterminismError", "OrchestrationFailedError",
     "OrchestrationAlreadyExistsError", "OrchestrationNotFoundError", "OrchestrationStateError",

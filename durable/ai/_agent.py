@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import string
+import re
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal, Protocol
@@ -308,7 +308,9 @@ class Agent:
                     result: AgentResult = yield ctx.call_sub_orchestrator(
                         target.name, input=handed, return_type=AgentResult
                     )
-                    return msgspec.structs.replace(result, turns=turn + result.turns)
+                    final = self._result(result.text, turn + result.turns, result.stopped, {
+                        **state, **result.state})  # fmt: skip
+                    return msgspec.structs.replace(final, agent=result.agent)
             answers = yield from self._run_tools(ctx, calls, turn)
             conversation.append(Content(role="user", parts=tuple(answers)))
 
@@ -437,18 +439,14 @@ def _as_input(value: AgentInput | str | Mapping[str, Any] | None) -> AgentInput:
     return msgspec.convert(value, AgentInput)
 
 
-class _State(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 def _fill(template: str, state: Mapping[str, Any]) -> str:
-    if "{" not in template:
-        return template
-    try:
-        return string.Formatter().vformat(template, (), _State(state))
-    except (ValueError, IndexError, AttributeError):
-        return template  # braces that are not placeholders (JSON examples, ...)
+    """Replace `{key}` by `state[key]`; anything else in braces stays as it is."""
+    return _PLACEHOLDER.sub(
+        lambda m: str(state[m.group(1)]) if m.group(1) in state else m.group(0), template
+    )
 
 
 def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:

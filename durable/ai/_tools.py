@@ -65,7 +65,7 @@ class Tool:
         summary, arg_docs = _docstring(inspect.getdoc(fn) or "")
         self.description = description if description is not None else summary
         self.needs_approval = needs_approval
-        self.retry_policy = retry_policy
+        self.retry_policy = _never_for_bad_arguments(retry_policy)
         self._takes_ctx, self._args_type = _arguments_struct(fn, self.name)
         self.parameters = _schema(self._args_type, arg_docs)
         self.activity = self._make_activity()
@@ -116,6 +116,20 @@ class Tool:
             run = run_sync
         run.__name__ = run.__qualname__ = self.activity_name
         return run
+
+
+def _never_for_bad_arguments(policy: RetryPolicy | None) -> RetryPolicy | None:
+    # The same arguments would fail the same way: the model hears of it at once.
+    if policy is None or ToolArgumentsError in policy.non_retryable_error_types:
+        return policy
+    return RetryPolicy(
+        policy.first_retry_interval,
+        policy.max_number_of_attempts,
+        policy.backoff_coefficient,
+        policy.max_retry_interval,
+        policy.retry_timeout,
+        (*policy.non_retryable_error_types, ToolArgumentsError),
+    )
 
 
 @overload

@@ -184,7 +184,10 @@ class ScriptedGemini:
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="scripted-gemini", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},  # stop() waits for one poll
+            name="scripted-gemini",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -214,6 +217,12 @@ class ScriptedGemini:
         """Answer the next `count` calls with HTTP `code`, whatever the script says."""
         with self._lock:
             self._queue.failures.extend(Fail(code, message) for _ in range(count))
+
+    def reset(self) -> None:
+        """Forget every call and every queued failure (the script stays)."""
+        with self._lock:
+            self.calls.clear()
+            self._queue.failures.clear()
 
     def wait_for_calls(self, count: int, timeout: float = 30.0) -> list[Call]:
         """Block until at least `count` calls have arrived; returns them all.

@@ -16,17 +16,28 @@ import pytest
 
 import durable
 from durable import ai
-from durable.ai.testing import ScriptedGemini
+from durable.ai.testing import ScriptedGemini, reply
 
 WAIT = 10.0
 """Seconds one agent run may take; each needs a small fraction of it."""
 
 
-@pytest.fixture
-def gemini() -> Iterator[ScriptedGemini]:
-    """A started scripted Gemini server; set `.script` to choose its answers."""
+@pytest.fixture(scope="session")
+def _gemini_server() -> Iterator[ScriptedGemini]:
+    # One server for the session: stopping one takes about half a second.
     with ScriptedGemini() as server:
         yield server
+
+
+@pytest.fixture
+def gemini(_gemini_server: ScriptedGemini) -> ScriptedGemini:
+    """A started scripted Gemini server with no calls yet and the default (echo) script;
+    set `.script` to choose its answers.
+    """
+    server = _gemini_server
+    server.script = lambda call: reply(f"echo: {call.prompt}")
+    server.reset()
+    return server
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -70,7 +70,8 @@ async def test_a_400_fails_at_once_with_the_apis_message() -> None:
     assert failure is not None
     assert "Invalid JSON payload received. Unknown name 'x'." in failure.message
     assert "400" in failure.message
-    assert failure.inner is not None and failure.inner.is_caused_by(ai.ModelRequestError)
+    assert failure.inner is not None
+    assert failure.inner.is_caused_by(ai.ModelRequestError)
 
 
 async def test_no_connection_is_retried_as_unavailable() -> None:
@@ -97,8 +98,8 @@ async def test_the_request_reaches_gemini_in_its_wire_format() -> None:
         seen.append(call)
         return call_tools(("get_weather", {"city": "Oslo"}), text="Let me check.")
 
-    tools = [ai.FunctionDeclaration(name="get_weather", description="Weather.", parameters={
-        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})]  # fmt: skip
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    tools = [ai.FunctionDeclaration(name="get_weather", description="Weather.", parameters=schema)]
     with ScriptedGemini(script) as server:
         gemini = ai.Gemini("gemini-test", api_key="k", base_url=server.url)
         request = ai.request("weather in Oslo?", system="Be brief.", tools=tools, temperature=0.1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import msgspec
+
 import durable
 from durable import ai
 from durable.ai.testing import Call, ScriptedGemini, call_tools, reply
@@ -89,7 +91,5 @@ async def test_a_500_turn_agent_keeps_each_execution_under_the_bound(tmp_path: P
 
 
 def msgspec_result(state: durable.OrchestrationState) -> ai.AgentResult:
-    import msgspec
-
     assert state.serialized_output is not None
     return msgspec.json.decode(state.serialized_output, type=ai.AgentResult)
