@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -46,3 +48,12 @@ def demo(session: nox.Session) -> None:
     """The main job: `durable demo`."""
     session.install("-e", ".")
     session.run("durable", "demo")
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Every example in `examples/`, in order; offline unless GEMINI_API_KEY is set."""
+    session.install("-e", ".[genai]")
+    for path in sorted(Path("examples").glob("*.py")):
+        if not path.name.startswith("_"):
+            session.run("python", str(path))

@@ -67,6 +67,7 @@ from durable.store.base import (
     Store,
     StoredChunk,
 )
+from durable.store.flow import flow_holder
 
 log = logging.getLogger("durable.worker")
 
@@ -573,7 +574,11 @@ class Worker:
         """Take a place in the activity's budget; False if it was deferred instead."""
         try:
             wait = await self.store.acquire_flow(
-                item.name, item.id, limit.flow, limit.tokens_for(value), self._lease
+                item.name,
+                flow_holder(item.id, item.lease_owner),
+                limit.flow,
+                limit.tokens_for(value),
+                self._lease,
             )
         except StoreError as e:
             log.warning("activity %s: could not check its limit (%s); retrying", item.name, e)
@@ -592,7 +597,7 @@ class Worker:
             log.warning("activity %s: its usage function failed", item.name, exc_info=True)
             used = None
         try:
-            await self.store.release_flow(item.name, item.id, used)
+            await self.store.release_flow(item.name, flow_holder(item.id, item.lease_owner), used)
         except StoreError as e:  # the slot is freed when its lease runs out
             log.warning("activity %s: could not release its limit (%s)", item.name, e)
 

@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from durable.ai._approval import Approval, wait_for_approval
+from durable.ai._approval import Approval, await_approval
 from durable.ai._model import DEFAULT_MODEL_RETRY, generate
 from durable.ai._tools import Tool
 from durable.ai._types import (
@@ -274,7 +274,7 @@ class Agent:
         last_text = ""
         while True:
             if turn >= self.max_turns:
-                return self._result(last_text, turn, "max_turns", state)
+                return self._result(ctx, last_text, turn, "max_turns", state)
             if ran >= self.continue_as_new_every or (ran and ctx.is_continue_as_new_suggested):
                 messages = yield from self._compact(ctx, conversation)
                 ctx.continue_as_new(AgentInput(messages=tuple(messages), state=state, turn=turn))
@@ -298,23 +298,33 @@ class Agent:
             last_text = response.text or last_text
             calls = response.function_calls
             if not calls:
-                return self._result(response.text, turn, "done", state)
+                return self._result(ctx, response.text, turn, "done", state)
             for call in calls:
                 if call.name == ESCALATE and self.can_escalate:
-                    return self._result(last_text, turn, "escalated", state)
+                    return self._result(ctx, last_text, turn, "escalated", state)
                 target = self.sub_agents.get(call.name)
                 if target is not None:
                     handed = AgentInput(messages=tuple(conversation[:-1]), state=state)
                     result: AgentResult = yield ctx.call_sub_orchestrator(
                         target.name, input=handed, return_type=AgentResult
                     )
-                    final = self._result(result.text, turn + result.turns, result.stopped, {
-                        **state, **result.state})  # fmt: skip
+                    merged = {**state, **result.state}
+                    final = self._result(
+                        ctx, result.text, turn + result.turns, result.stopped, merged
+                    )
                     return msgspec.structs.replace(final, agent=result.agent)
             answers = yield from self._run_tools(ctx, calls, turn)
             conversation.append(Content(role="user", parts=tuple(answers)))
 
-    def _result(self, text: str, turn: int, stopped: Stopped, state: dict[str, Any]) -> AgentResult:
+    def _result(
+        self,
+        ctx: OrchestrationContext,
+        text: str,
+        turn: int,
+        stopped: Stopped,
+        state: dict[str, Any],
+    ) -> AgentResult:
+        ctx.set_custom_status({"agent": self.name, "turn": turn, "step": stopped})
         if self.output_key is not None:
             state = {**state, self.output_key: text}
         return AgentResult(text=text, agent=self.name, turns=turn, stopped=stopped, state=state)
@@ -369,21 +379,16 @@ class Agent:
     def _await_approval(
         self, ctx: OrchestrationContext, turn: int, pending: list[dict[str, Any]]
     ) -> Generator[Task[Any], Any, Approval]:
-        ctx.set_custom_status(
-            {
-                "agent": self.name,
-                "turn": turn,
-                "step": "approval",
-                "event": self.approval_event,
-                "calls": pending,
-            }
-        )
+        status = {
+            "agent": self.name,
+            "turn": turn,
+            "step": "approval",
+            "event": self.approval_event,
+            "calls": pending,
+        }
         return (
-            yield from wait_for_approval(
-                ctx,
-                event=self.approval_event,
-                timeout=self.approval_timeout,
-                approve_on_timeout=self.approve_on_timeout,
+            yield from await_approval(
+                ctx, self.approval_event, self.approval_timeout, self.approve_on_timeout, status
             )
         )
 
@@ -401,20 +406,37 @@ class Agent:
         if self.summarizer is None:
             head = user(task) if task else user("(earlier messages were dropped)")
             return [head, *conversation[cut:]]
+        # One plain-text user turn: no function-call parts reach a request without tools.
         summary = yield generate(
             ctx,
-            [
-                *conversation[:cut],
-                user(
-                    "Summarize the conversation so far for your own later use: the task, "
-                    "what was done, what was found, and what is still open. Be brief."
-                ),
-            ],
+            "Summarize this conversation for your own later use: the task, what was done, "
+            "what was found, and what is still open. Be brief.\n\n"
+            + _transcript(conversation[:cut]),
             model=self.summarizer,
             retry_policy=self.model_retry,
         )
         head = user(f"{task}\n\nSummary of the conversation so far:\n{summary.text}".strip())
         return [head, *conversation[cut:]]
+
+
+def _transcript(contents: Sequence[Content]) -> str:
+    """The conversation as text, one line per part, for a summarizer."""
+    lines = []
+    for content in contents:
+        for part in content.parts:
+            if part.thought:
+                continue
+            if part.text:
+                lines.append(f"{content.role}: {part.text}")
+            if (call := part.function_call) is not None:
+                lines.append(f"{content.role} called {call.name}({_json(call.args)})")
+            if (answer := part.function_response) is not None:
+                lines.append(f"{answer.name} answered: {_json(answer.response)}")
+    return "\n".join(lines)
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def _answer(found: ToolLike, task: Task[Any]) -> dict[str, Any]:

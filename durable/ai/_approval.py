@@ -13,19 +13,24 @@ from durable.core.tasks import Task, when_any
 
 
 class Approval(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """A human's answer to a tool call that needs approval (the event's data).
+    """A human's answer to a request for approval (the event's data).
 
-    Send `{"approved": true}` (or just `true`) as the agent's approval event.
+    Send `{"approved": true, "request_id": ...}` as the approval event, echoing the
+    `request_id` of the custom status; `true` or `{"approved": true}` alone also work.
 
     Attributes:
         approved: the decision for every pending call.
         reason: shown to the model when a call is denied.
         calls: decisions for single calls by id, overriding `approved`.
+        request_id: the request this answers. An answer that names another request (an
+            earlier one, answered twice) is dropped; one that names none is taken by
+            whichever request is waiting, or by the next one if none is.
     """
 
     approved: bool
     reason: str = ""
     calls: dict[str, bool] = msgspec.field(default_factory=dict)
+    request_id: str = ""
 
     def allows(self, call_id: str) -> bool:
         """The decision for one call."""
@@ -42,19 +47,44 @@ def wait_for_approval(
 ) -> Generator[Task[Any], Any, Approval]:
     """Human in the loop: wait for an approval event, or decide by default at the timeout.
 
-    `request` (any JSON value) is published as the custom status, for the person or UI
-    that answers. The event's data is an `Approval` (or a bare `true`/`false`); data that
-    cannot be read is a denial.
+    While it waits, the custom status is `{"step": "approval", "event": ..., "request_id":
+    ..., "request": ...}`: `request` (any JSON value) is for the person or UI that answers,
+    and an answer that echoes `request_id` can only answer this request. Once decided, the
+    status becomes `{"step": "decided", "request_id": ..., "approved": ...}`. The event's
+    data is an `Approval` (or a bare `true`/`false`); data that cannot be read is a denial.
     """
+    status: dict[str, Any] = {"step": "approval", "event": event}
     if request is not None:
-        ctx.set_custom_status({"step": "approval", "event": event, "request": request})
-    answer = ctx.wait_for_external_event(event)
+        status["request"] = request
+    return (yield from await_approval(ctx, event, timeout, approve_on_timeout, status))
+
+
+def await_approval(
+    ctx: OrchestrationContext,
+    event: str,
+    timeout: timedelta,
+    approve_on_timeout: bool,
+    status: dict[str, Any],
+) -> Generator[Task[Any], Any, Approval]:
+    """`wait_for_approval` with the waiting custom status given whole (a request id is added)."""
+    request_id = ctx.new_uuid()
+    ctx.set_custom_status({**status, "request_id": request_id})
     timer = ctx.create_timer(timeout)
-    winner = yield when_any([answer, timer])
-    if winner is not answer:
-        return Approval(approved=approve_on_timeout, reason=f"no answer within {timeout}")
-    timer.cancel()
-    return _as_approval(answer.get_result())
+    while True:
+        answer = ctx.wait_for_external_event(event)
+        winner = yield when_any([answer, timer])
+        if winner is not answer:
+            decision = Approval(approved=approve_on_timeout, reason=f"no answer within {timeout}")
+            break
+        decision = _as_approval(answer.get_result())
+        if decision.request_id in {"", request_id}:
+            timer.cancel()
+            break
+        # An answer to another request (sent twice, or too late): not this one's.
+    ctx.set_custom_status(
+        {"step": "decided", "request_id": request_id, "approved": decision.approved}
+    )
+    return decision
 
 
 def _as_approval(data: Any) -> Approval:

@@ -40,7 +40,7 @@ from durable.store.base import (
     StoredChunk,
     StreamRead,
 )
-from durable.store.flow import FlowLimit, wait_seconds
+from durable.store.flow import FlowLimit, flow_holder, wait_seconds
 
 Conn = sqlite3.Connection
 
@@ -122,14 +122,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     -- their tokens) inside each budget's sliding window. Shared by every worker.
     CREATE TABLE flow_slots (
         key     TEXT NOT NULL,
-        holder  INTEGER NOT NULL,                 -- activities.id
+        holder  TEXT NOT NULL,                    -- flow_holder(): activity id and lease owner
         expires INTEGER NOT NULL,
         PRIMARY KEY (key, holder)
     ) WITHOUT ROWID;
     CREATE TABLE flow_starts (
         key     TEXT NOT NULL,
         at      INTEGER NOT NULL,
-        holder  INTEGER NOT NULL,
+        holder  TEXT NOT NULL,
         tokens  INTEGER NOT NULL,
         PRIMARY KEY (key, at, holder)
     ) WITHOUT ROWID;
@@ -717,7 +717,8 @@ def renew(
         [(expires, i, owner) for i in activity_ids],
     )
     raw.executemany(
-        "UPDATE flow_slots SET expires = ? WHERE holder = ?", [(expires, i) for i in activity_ids]
+        "UPDATE flow_slots SET expires = ? WHERE holder = ?",
+        [(expires, flow_holder(i, owner)) for i in activity_ids],
     )
 
 
@@ -731,7 +732,7 @@ def next_wake(raw: Conn) -> int | None:
 
 
 def acquire_flow(  # noqa: PLR0917 - SqliteStore._write passes arguments positionally
-    raw: Conn, key: str, holder: int, limit: FlowLimit, tokens: int, now: int, expires: int
+    raw: Conn, key: str, holder: str, limit: FlowLimit, tokens: int, now: int, expires: int
 ) -> float:
     raw.execute("DELETE FROM flow_slots WHERE key = ? AND expires <= ?", (key, now))
     horizon = now - int(limit.window_seconds * 1e6)
@@ -759,7 +760,7 @@ def acquire_flow(  # noqa: PLR0917 - SqliteStore._write passes arguments positio
     return 0.0
 
 
-def release_flow(raw: Conn, key: str, holder: int, tokens: int | None) -> None:
+def release_flow(raw: Conn, key: str, holder: str, tokens: int | None) -> None:
     raw.execute("DELETE FROM flow_slots WHERE key = ? AND holder = ?", (key, holder))
     if tokens is not None:
         raw.execute(
@@ -801,7 +802,7 @@ def read_stream(raw: Conn, instance_id: str, name: str, after: int, limit: int) 
     rows = raw.execute(
         "SELECT idx, task_id, attempt, data FROM streams"
         " WHERE instance_id = ? AND name = ? AND idx > ? ORDER BY idx LIMIT ?",
-        (instance_id, name, after, limit),
+        (instance_id, name, max(after, _CLOSED), limit),
     ).fetchall()
     chunks = tuple(StoredChunk(index=r[0], task_id=r[1], attempt=r[2], data=r[3]) for r in rows)
     closed = False

@@ -380,7 +380,7 @@ class Store(Protocol):
 
     # -- flow control ----------------------------------------------------------------
     async def acquire_flow(
-        self, key: str, holder: int, limit: FlowLimit, tokens: int, lease_seconds: float
+        self, key: str, holder: str, limit: FlowLimit, tokens: int, lease_seconds: float
     ) -> float:
         """Start one unit of work under `key`'s budget, or say how long to wait.
 
@@ -390,7 +390,8 @@ class Store(Protocol):
 
         Args:
             key: the budget's name (an activity name).
-            holder: the activity work item's id.
+            holder: `flow_holder(item)`: the work item's id and its lease owner, so a
+                stale worker's late release never frees a slot its successor holds.
             limit: the budget.
             tokens: the start's estimated token use.
 
@@ -399,7 +400,7 @@ class Store(Protocol):
         """
         ...
 
-    async def release_flow(self, key: str, holder: int, tokens: int | None) -> None:
+    async def release_flow(self, key: str, holder: str, tokens: int | None) -> None:
         """Free the holder's slot; if `tokens` is given, it replaces the estimate."""
         ...
 

@@ -75,3 +75,12 @@ def wait_seconds(
         if leaving:
             wait = max(wait, started[leaving - 1][0] + window - now)
     return max(wait, 0.0)
+
+
+def flow_holder(activity_id: int, lease_owner: str) -> str:
+    """The name a work item holds its flow slot under: one lease of one activity.
+
+    A worker whose lease ran out may still release its slot late; the owner in the name
+    keeps that release from freeing the slot the activity's next holder took.
+    """
+    return f"{activity_id}:{lease_owner}"

@@ -44,7 +44,7 @@ from durable.store.base import (
     StreamRead,
     utc_now,
 )
-from durable.store.flow import FlowLimit, wait_seconds
+from durable.store.flow import FlowLimit, flow_holder, wait_seconds
 
 
 @dataclass(slots=True)
@@ -98,8 +98,8 @@ class _Activity:
 
 @dataclass(slots=True)
 class _Flow:
-    slots: dict[int, datetime] = field(default_factory=dict)  # holder -> lease expiry
-    started: list[tuple[datetime, int, int]] = field(default_factory=list)  # (at, holder, tokens)
+    slots: dict[str, datetime] = field(default_factory=dict)  # holder -> lease expiry
+    started: list[tuple[datetime, str, int]] = field(default_factory=list)  # (at, holder, tokens)
 
 
 @dataclass(slots=True)
@@ -575,9 +575,10 @@ class MemoryStore:
                 act = self._activities.get(aid)
                 if act is not None and act.lease_owner == owner:
                     act.lease_expires = expires
+                    slot = flow_holder(aid, owner)
                     for flow in self._flows.values():
-                        if aid in flow.slots:
-                            flow.slots[aid] = expires
+                        if slot in flow.slots:
+                            flow.slots[slot] = expires
 
     def is_idle(self) -> bool:
         """True when no work is due, running or being decided: only time can bring more.
@@ -608,7 +609,7 @@ class MemoryStore:
     # -- flow control ----------------------------------------------------------------
 
     async def acquire_flow(
-        self, key: str, holder: int, limit: FlowLimit, tokens: int, lease_seconds: float
+        self, key: str, holder: str, limit: FlowLimit, tokens: int, lease_seconds: float
     ) -> float:
         now = self.clock()
         with self._lock:
@@ -633,7 +634,7 @@ class MemoryStore:
                 flow.started.append((now, holder, tokens))
             return 0.0
 
-    async def release_flow(self, key: str, holder: int, tokens: int | None) -> None:
+    async def release_flow(self, key: str, holder: str, tokens: int | None) -> None:
         with self._lock:
             flow = self._flows.get(key)
             if flow is None:
@@ -666,6 +667,7 @@ class MemoryStore:
             stream = self._streams.get((instance_id, name))
             if stream is None:
                 return StreamRead(chunks=(), closed=False)
+            after = max(after, -1)
             chunks = tuple(stream.chunks[after + 1 : after + 1 + limit])
             done = stream.closed and after + len(chunks) + 1 >= len(stream.chunks)
             return StreamRead(chunks=chunks, closed=done)

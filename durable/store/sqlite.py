@@ -332,13 +332,13 @@ class SqliteStore:
     # -- flow control ----------------------------------------------------------------
 
     async def acquire_flow(
-        self, key: str, holder: int, limit: FlowLimit, tokens: int, lease_seconds: float
+        self, key: str, holder: str, limit: FlowLimit, tokens: int, lease_seconds: float
     ) -> float:
         now = sql.us(self.clock())
         expires = now + int(lease_seconds * 1e6)
         return await self._write(sql.acquire_flow, key, holder, limit, tokens, now, expires)
 
-    async def release_flow(self, key: str, holder: int, tokens: int | None) -> None:
+    async def release_flow(self, key: str, holder: str, tokens: int | None) -> None:
         await self._write(sql.release_flow, key, holder, tokens)
         self.activity_work.notify()
 

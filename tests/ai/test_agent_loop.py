@@ -81,6 +81,8 @@ async def test_approved_calls_run_and_the_status_shows_what_waits(gemini: Script
     answers = json.loads(state.get_output(ai.AgentResult).text)
     assert answers == [{"result": "sent to a@x"}, {"result": "b@example.com"},
                        {"result": "sent to c@x"}]  # fmt: skip
+    assert status["request_id"]  # an answer may echo it to answer this request only
+    assert state.get_custom_status() == {"agent": "emailer", "turn": 2, "step": "done"}
 
 
 async def test_a_denial_tells_the_model_why_and_runs_nothing(gemini: ScriptedGemini) -> None:
@@ -173,8 +175,15 @@ async def test_continue_as_new_carries_a_compacted_conversation(
         assert "SUMMARY of the work so far" in first.text
         assert second.role == "model"  # the kept tail starts at a model turn
         assert len(call.request.contents) <= 1 + 3 + 2
-    # The summarizer saw the older messages and was asked to summarize them.
-    assert "Summarize the conversation" in summaries[0].prompt
+    # The summarizer gets one user turn: the older messages as text, tool calls included.
+    for call in summaries:
+        [asked] = call.request.contents
+        assert asked.role == "user" and all(p.function_call is None for p in asked.parts)
+    prompt = summaries[0].prompt
+    assert prompt.startswith("Summarize this conversation")
+    assert "user: count to 7" in prompt and 'model called count({"n":1})' in prompt
+    assert 'count answered: {"result":1}' in prompt
+    assert "SUMMARY of the work so far" in summaries[1].prompt  # the last summary carries on
 
 
 async def test_max_turns_counts_across_executions(
