@@ -191,7 +191,7 @@ async def holders(store: Store, n: int, owner: str = "w1", iid: str = "flow") ->
 
 
 def activity_id(holder: str) -> int:
-    return int(holder.split(":")[0])
+    return int(holder.split(":", maxsplit=1)[0])
 
 
 async def test_concurrency_slots_are_granted_up_to_the_limit(store: Store) -> None:
