@@ -23,6 +23,7 @@ import aiosqlite
 from durable.core.errors import StoreBusyError, StoreError, StoreFullError
 from durable.core.events import FailureDetails, HistoryEvent
 from durable.core.state import OrchestrationState
+from durable.store import _sqlite_flow as flow
 from durable.store import _sqlite_sql as sql
 from durable.store._sqlite_sql import SCHEMA_VERSION, Conn
 from durable.store.base import (
@@ -336,10 +337,10 @@ class SqliteStore:
     ) -> float:
         now = sql.us(self.clock())
         expires = now + int(lease_seconds * 1e6)
-        return await self._write(sql.acquire_flow, key, holder, limit, tokens, now, expires)
+        return await self._write(flow.acquire_flow, key, holder, limit, tokens, now, expires)
 
     async def release_flow(self, key: str, holder: str, tokens: int | None) -> None:
-        await self._write(sql.release_flow, key, holder, tokens)
+        await self._write(flow.release_flow, key, holder, tokens)
         self.activity_work.notify()
 
     # -- streams ---------------------------------------------------------------------
@@ -347,13 +348,13 @@ class SqliteStore:
     async def append_stream(
         self, instance_id: str, name: str, chunk: StoredChunk | None, close: bool
     ) -> None:
-        if await self._write(sql.append_stream, instance_id, name, chunk, close):
+        if await self._write(flow.append_stream, instance_id, name, chunk, close):
             self.stream_writes.notify()
 
     async def read_stream(
         self, instance_id: str, name: str, after: int, limit: int = 1000
     ) -> StreamRead:
-        return await self._read(sql.read_stream, instance_id, name, after, limit)
+        return await self._read(flow.read_stream, instance_id, name, after, limit)
 
 
 def _statements(script: str) -> list[str]:
