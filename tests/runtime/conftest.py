@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,3 +19,16 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         return
     async with durable.SqliteStore(tmp_path / "durable.db") as sqlite:
         yield sqlite
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def sync_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[durable.Store]:
+    """A store made in plain synchronous code (the `store` fixture is async)."""
+    if request.param == "memory":
+        yield durable.MemoryStore()
+        return
+    sqlite = durable.SqliteStore(tmp_path / "sync.db")
+    try:
+        yield sqlite
+    finally:
+        asyncio.run(sqlite.close())

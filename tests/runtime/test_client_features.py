@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -838,19 +837,6 @@ async def _has_event(client: durable.Client, iid: str, kind: type) -> bool:
 
 
 # -- SyncClient ------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def sync_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[durable.Store]:
-    """A store made in plain synchronous code (the `store` fixture is async)."""
-    if request.param == "memory":
-        yield durable.MemoryStore()
-        return
-    sqlite = durable.SqliteStore(tmp_path / "sync.db")
-    try:
-        yield sqlite
-    finally:
-        asyncio.run(sqlite.close())
 
 
 def wait_until(check: Callable[[], bool], timeout: float = WAIT) -> None:

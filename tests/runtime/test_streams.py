@@ -7,9 +7,7 @@ after a reader has seen a chunk, so the chunk must have reached the reader first
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -287,19 +285,6 @@ async def test_reading_an_unknown_instance_raises(store: durable.Store) -> None:
 
 
 # -- SyncClient ------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def sync_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[durable.Store]:
-    """A store made in plain synchronous code (the `store` fixture is async)."""
-    if request.param == "memory":
-        yield durable.MemoryStore()
-        return
-    sqlite = durable.SqliteStore(tmp_path / "sync.db")
-    try:
-        yield sqlite
-    finally:
-        asyncio.run(sqlite.close())
 
 
 def test_sync_client_reads_a_stream_from_plain_code(sync_store: durable.Store) -> None:
