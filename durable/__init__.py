@@ -1,5 +1,9 @@
 """Durable execution for Python: orchestrations as generators, replayed from history."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from durable import task
 from durable.client import Client, SyncClient
 from durable.core.context import ActivityContext, OrchestrationContext
@@ -35,6 +39,9 @@ from durable.store import MemoryStore, SqliteStore, Store
 from durable.store.open import open_store
 from durable.worker import Worker
 
+if TYPE_CHECKING:
+    from durable.store.postgres import PostgresStore
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -53,6 +60,7 @@ __all__ = [
     "Store",
     "MemoryStore",
     "SqliteStore",
+    "PostgresStore",
     "open_store",
     "EngineOptions",
     "ActivityLimit",
@@ -85,3 +93,12 @@ __all__ = [
     "CorruptHistoryError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # psycopg is imported only by programs that use Postgres.
+    if name == "PostgresStore":
+        from durable.store.postgres import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 
 import msgspec
@@ -37,6 +36,9 @@ from durable.store.base import (
     NewInstance,
     OrchestrationCommit,
     OrchestrationWorkItem,
+    dt,
+    opt_dt,
+    us,
 )
 from durable.store.flow import flow_holder
 
@@ -161,22 +163,6 @@ _STATE_COLUMNS = (
     "failure, parent_id, execution_id, scheduled_start"
 )
 _STATE_TABLES = "instances AS i LEFT JOIN inputs AS p ON p.instance_id = i.instance_id"
-
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
-
-
-def us(t: datetime) -> int:
-    return ((t if t.tzinfo else t.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND
-
-
-def _dt(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def opt_dt(us: int | None) -> datetime | None:
-    return None if us is None else _dt(us)
 
 
 def _kind(event: InboundEvent) -> str:
@@ -332,8 +318,8 @@ def _state(row: Sequence[Any]) -> OrchestrationState:
         instance_id=row[0],
         name=row[1],
         runtime_status=OrchestrationStatus(row[2]),
-        created_at=_dt(row[3]),
-        last_updated_at=_dt(row[4]),
+        created_at=dt(row[3]),
+        last_updated_at=dt(row[4]),
         serialized_input=row[5],
         serialized_output=row[6],
         serialized_custom_status=row[7],
@@ -617,7 +603,7 @@ def _start_child(raw: Conn, child: NewInstance, now: int) -> None:
         if parent is None:
             return
         failure = ChildOrchestrationFailed(
-            timestamp=_dt(now), task_id=parent.task_id, failure=FailureDetails.from_exception(e)
+            timestamp=dt(now), task_id=parent.task_id, failure=FailureDetails.from_exception(e)
         )
         _deliver(
             raw,

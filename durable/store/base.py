@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from datetime import UTC, datetime, timedelta
+from typing import Final, Protocol, runtime_checkable
 
 import msgspec
 
@@ -39,6 +39,24 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """The wall clock, tz-aware UTC."""
     return datetime.now(UTC)
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+def us(t: datetime) -> int:
+    """A time as the integer microseconds since 1970 that the SQL stores keep (naive: UTC)."""
+    return ((t if t.tzinfo else t.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND
+
+
+def dt(micros: int) -> datetime:
+    """The inverse of `us`."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def opt_dt(micros: int | None) -> datetime | None:
+    return None if micros is None else dt(micros)
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
 from durable.store.base import Store
 from durable.store.memory import MemoryStore
 from durable.store.sqlite import SqliteStore
@@ -11,7 +13,9 @@ def open_store(url: str) -> Store:
     """Open a store by URL (lazily: nothing is touched until its first use).
 
     Args:
-        url: `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, or `memory://`.
+        url: `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `memory://`,
+            or `postgresql://user:password@host:port/database` (also `postgres://`); a
+            `durable_hub=NAME` query parameter picks the task hub (default `default`).
 
     Raises:
         ValueError: the URL's scheme is not one `durable` knows, or it names no file.
@@ -25,4 +29,20 @@ def open_store(url: str) -> Store:
         if not path:
             raise ValueError(f"store URL {url!r} names no file: use sqlite:///path/to/file.db")
         return SqliteStore(path)
-    raise ValueError(f"unsupported store URL {url!r}: use sqlite:///path.db or memory://")
+    if sep and scheme in ("postgresql", "postgres"):
+        from durable.store.postgres import PostgresStore  # noqa: PLC0415 - psycopg on demand
+
+        plain, hub = _hub(url)
+        return PostgresStore(plain, hub=hub)
+    raise ValueError(
+        f"unsupported store URL {url!r}: use sqlite:///path.db, postgresql://... or memory://"
+    )
+
+
+def _hub(url: str) -> tuple[str, str]:
+    """The URL without its `durable_hub` parameter (libpq would refuse it), and the hub."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    hubs = [v for k, v in query if k == "durable_hub"]
+    rest = urlencode([(k, v) for k, v in query if k != "durable_hub"])
+    return urlunsplit(parts._replace(query=rest)), (hubs[-1] if hubs else "default")

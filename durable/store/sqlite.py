@@ -39,6 +39,8 @@ from durable.store.base import (
     OrchestrationWorkItem,
     StoredChunk,
     StreamRead,
+    opt_dt,
+    us,
     utc_now,
 )
 from durable.store.flow import FlowLimit
@@ -240,12 +242,12 @@ class SqliteStore:
     # -- instances -------------------------------------------------------------------
 
     async def create_instance(self, instance: NewInstance) -> None:
-        await self._write(sql.create, instance, sql.us(self.clock()))
+        await self._write(sql.create, instance, us(self.clock()))
         self.orchestration_work.notify()
         self.instance_changes.notify()
 
     async def send(self, message: Message) -> None:
-        await self._write(sql.send, message, sql.us(self.clock()))
+        await self._write(sql.send, message, us(self.clock()))
         self.orchestration_work.notify()
 
     async def get_state(self, instance_id: str) -> OrchestrationState | None:
@@ -270,14 +272,14 @@ class SqliteStore:
     async def claim_orchestrations(
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[OrchestrationWorkItem]:
-        now = sql.us(self.clock())
+        now = us(self.clock())
         expires = now + int(lease_seconds * 1e6)
         return await self._write(sql.claim, owner, limit, now, expires, probe=sql.has_work)
 
     async def commit_orchestrations(
         self, commits: Sequence[OrchestrationCommit]
     ) -> list[Exception | None]:
-        outcomes, activities = await self._write(sql.commit_all, commits, sql.us(self.clock()))
+        outcomes, activities = await self._write(sql.commit_all, commits, us(self.clock()))
         if activities:
             self.activity_work.notify()
         self.orchestration_work.notify()
@@ -287,7 +289,7 @@ class SqliteStore:
     async def abandon_orchestration(
         self, item: OrchestrationWorkItem, retry_after: float, error: FailureDetails | None
     ) -> None:
-        now = sql.us(self.clock())
+        now = us(self.clock())
         await self._write(sql.abandon, item, now, now + int(retry_after * 1e6), error)
         self.instance_changes.notify()
 
@@ -296,7 +298,7 @@ class SqliteStore:
     async def claim_activities(
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[ActivityWorkItem]:
-        now = sql.us(self.clock())
+        now = us(self.clock())
         expires = now + int(lease_seconds * 1e6)
         return await self._write(
             sql.claim_activities, owner, limit, now, expires, probe=sql.has_activities
@@ -304,14 +306,14 @@ class SqliteStore:
 
     async def complete_activities(self, results: Sequence[ActivityResult]) -> None:
         if results:
-            await self._write(sql.complete_activities, results, sql.us(self.clock()))
+            await self._write(sql.complete_activities, results, us(self.clock()))
             self.orchestration_work.notify()
 
     async def abandon_activities(
         self, items: Sequence[ActivityWorkItem], retry_after: float = 0.0
     ) -> None:
         if items:
-            ready_at = sql.us(self.clock()) + int(max(retry_after, 0.0) * 1e6)
+            ready_at = us(self.clock()) + int(max(retry_after, 0.0) * 1e6)
             await self._write(sql.abandon_activities, items, ready_at)
             self.activity_work.notify()
 
@@ -323,19 +325,19 @@ class SqliteStore:
         lease_seconds: float,
     ) -> None:
         if instance_ids or activity_ids:
-            expires = sql.us(self.clock()) + int(lease_seconds * 1e6)
+            expires = us(self.clock()) + int(lease_seconds * 1e6)
             await self._write(sql.renew, owner, instance_ids, activity_ids, expires)
 
     async def next_wake_time(self) -> datetime | None:
         wake = await self._read(sql.next_wake)
-        return sql.opt_dt(wake)
+        return opt_dt(wake)
 
     # -- flow control ----------------------------------------------------------------
 
     async def acquire_flow(
         self, key: str, holder: str, limit: FlowLimit, tokens: int, lease_seconds: float
     ) -> float:
-        now = sql.us(self.clock())
+        now = us(self.clock())
         expires = now + int(lease_seconds * 1e6)
         return await self._write(flow.acquire_flow, key, holder, limit, tokens, now, expires)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_helpers import new_hub
 
 import durable
 from durable import ai
@@ -40,11 +41,16 @@ def gemini(_gemini_server: ScriptedGemini) -> ScriptedGemini:
     return server
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[durable.Store]:
     """A fresh store: in memory, or a SQLite file in the test's directory."""
     if request.param == "memory":
         yield durable.MemoryStore()
+        return
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        async with durable.PostgresStore(url, hub=new_hub()) as postgres:
+            yield postgres
         return
     async with durable.SqliteStore(tmp_path / "durable.db") as sqlite:
         yield sqlite

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pg_helpers import hub_for
 from store_helpers import FakeClock, OpenStore
 
-from durable.store import MemoryStore, SqliteStore, Store
+from durable.store import MemoryStore, PostgresStore, SqliteStore, Store
 
-STORES = ("memory", "sqlite")
+STORES = ("memory", "sqlite", "postgres")
 
 
 @pytest.fixture
@@ -29,6 +30,8 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     store given `path`, another store on that file). All are closed after the test."""
     kind: str = request.param
     opened: list[Store] = []
+    hubs: dict[Path, str] = {}
+    url = request.getfixturevalue("postgres_url") if kind == "postgres" else ""
 
     def open_(clock: FakeClock, path: Path | None = None) -> Store:
         store: Store
@@ -36,6 +39,9 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
             store = MemoryStore(clock=clock)
         elif kind == "sqlite":
             store = SqliteStore(path or tmp_path / f"store-{len(opened)}.db", clock=clock)
+        elif kind == "postgres":
+            hub = hub_for(path or tmp_path / f"store-{len(opened)}.db", hubs)
+            store = PostgresStore(url, hub=hub, clock=clock)
         else:  # pragma: no cover - a backend added to STORES but not here
             raise AssertionError(kind)
         opened.append(store)
