@@ -70,6 +70,10 @@ from durable.store.base import (
 from durable.store.flow import flow_holder
 
 log = logging.getLogger("durable.worker")
+decisions_log = logging.getLogger("durable.worker.decisions")
+"""At DEBUG, one record per committed decision, with `instance_id`, `execution_id`,
+`worker`, `claimed_at` and `committing_at` (wall-clock seconds) as attributes: the span in
+which this worker alone held the instance (tests check that no two spans overlap)."""
 
 
 @dataclass(slots=True)
@@ -303,6 +307,7 @@ class Worker:
         while not self._stopping.is_set():
             seen = store.orchestration_work.version
             items = await store.claim_orchestrations(self.id, self._batch, self._lease)
+            claimed_at = time.time()
             if not items:
                 await self._idle(store.orchestration_work, seen)
                 continue
@@ -321,31 +326,46 @@ class Worker:
                 if commit is not None:
                     commits.append(commit)
             if commits:
-                trouble |= not await self._commit(commits)
+                trouble |= not await self._commit(commits, claimed_at)
             if trouble:
                 await self._sleep(self._poll)
 
-    async def _commit(self, commits: list[OrchestrationCommit]) -> bool:
+    async def _commit(self, commits: list[OrchestrationCommit], claimed_at: float = 0.0) -> bool:
         """Commit the decisions together; False if the store failed (nothing was written).
 
         Instances whose commit failed stay leased to this worker, which claims them again
         at once (a release could fail the same way), and decides them afresh.
         """
+        committing_at = time.time()
         try:
             outcomes = await self.store.commit_orchestrations(commits)
         except StoreError as e:
             if isinstance(e, StoreFullError) and len(commits) > 1:
                 # One large decision may be what does not fit: the others may.
-                results = [await self._commit([c]) for c in commits]
+                results = [await self._commit([c], claimed_at) for c in commits]
                 return all(results)
             log.warning("could not commit %d decisions (%s); retrying", len(commits), e)
             for commit in commits:
                 self._cache.pop(commit.item.instance_id, None)
             return False
+        traced = decisions_log.isEnabledFor(logging.DEBUG)
         for commit, outcome in zip(commits, outcomes, strict=True):
             if outcome is not None:
                 log.warning("commit for %s rejected: %s", commit.item.instance_id, outcome)
                 self._cache.pop(commit.item.instance_id, None)
+            elif traced:
+                item = commit.item
+                decisions_log.debug(
+                    "committed %s",
+                    item.instance_id,
+                    extra={
+                        "instance_id": item.instance_id,
+                        "execution_id": item.execution_id,
+                        "worker": self.id,
+                        "claimed_at": claimed_at,
+                        "committing_at": committing_at,
+                    },
+                )
         return True
 
     async def _decide(self, item: OrchestrationWorkItem) -> OrchestrationCommit | None:
