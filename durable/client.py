@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from durable.core.context import check_instance_id
 from durable.core.errors import OrchestrationNotFoundError, OrchestrationStateError
 from durable.core.events import (
     EventRaised,
@@ -78,9 +79,7 @@ class Client:
         name = (
             orchestrator if isinstance(orchestrator, str) else orchestrator_spec(orchestrator).name
         )
-        iid = instance_id if instance_id is not None else uuid.uuid4().hex
-        if not iid:
-            raise ValueError("instance_id must not be empty")
+        iid = check_instance_id(instance_id) if instance_id is not None else uuid.uuid4().hex
         encoded = self._codec.encode(input, f"input of orchestrator {name!r}")
         if start_at is not None and start_at.tzinfo is None:
             start_at = start_at.replace(tzinfo=UTC)
@@ -274,6 +273,7 @@ class Client:
         if not history:
             raise OrchestrationNotFoundError(f"no orchestration has id {instance_id!r}")
         new = new_instance_id or f"{instance_id}-fork-{uuid.uuid4().hex[:8]}"
+        check_instance_id(new)
         events = fork_history(history, at, new, uuid.uuid4().hex)
         start = next(e for e in events if isinstance(e, ExecutionStarted))
         reason = f"forked from {instance_id!r} at event {at}"

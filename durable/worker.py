@@ -390,7 +390,9 @@ class Worker:
                     return None
                 execution = Execution(self._registry.orchestrator, self._codec, self._options)
                 execution.replay(history, rewinding=rewinding)
-            now = self.store.clock()
+            # A timer is never seen to fire early, even by a worker whose clock is behind.
+            fired = [m.fire_at for m in item.messages if isinstance(m, TimerFired)]
+            now = max([self.store.clock(), *fired])
             decision = execution.step((OrchestratorStarted(timestamp=now), *item.messages))
             commit = self._commit_for(item, execution, decision, now)
         except Exception as e:  # non-determinism, or a bug: block the instance, lose nothing

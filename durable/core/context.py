@@ -122,6 +122,25 @@ class ActivityContext:
         )
 
 
+MAX_INSTANCE_ID_BYTES = 1000
+"""The longest instance id, in UTF-8 bytes, that every store can index."""
+
+
+def check_instance_id(instance_id: str) -> str:
+    """`instance_id` if every store can keep it, else ValueError: it must be a non-empty
+    string of at most 1,000 UTF-8 bytes, with no NUL character."""
+    if not isinstance(instance_id, str) or not instance_id:
+        raise ValueError(f"an instance id must be a non-empty string, not {instance_id!r}")
+    if "\x00" in instance_id:
+        raise ValueError(f"an instance id cannot contain a NUL character: {instance_id!r}")
+    if len(instance_id.encode("utf-8", "surrogatepass")) > MAX_INSTANCE_ID_BYTES:
+        raise ValueError(
+            f"an instance id may have at most {MAX_INSTANCE_ID_BYTES} UTF-8 bytes:"
+            f" {instance_id[:40]!r}... is longer"
+        )
+    return instance_id
+
+
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
@@ -222,6 +241,8 @@ class OrchestrationContext:
             return_type: decode the result into this type.
         """
         name = _name_of(orchestrator)
+        if instance_id is not None:
+            check_instance_id(instance_id)
         encoded = self._x.codec.encode(input, f"input of orchestrator {name!r}")
         result_type = _result_type(orchestrator, return_type)
         parent = self.instance_id
@@ -262,6 +283,7 @@ class OrchestrationContext:
 
     def send_event(self, instance_id: str, event_name: str, *, data: Any = None) -> None:
         """Raise event `event_name` on another instance (one way; unknown targets drop it)."""
+        check_instance_id(instance_id)
         encoded = self._x.codec.encode(data, f"data of event {event_name!r}")
         self._x.add_command(
             lambda task_id: SendEvent(

@@ -13,8 +13,10 @@ _CLOSED = -1
 
 
 async def _lock(tx: Tx, *parts: str) -> None:
+    # Advisory locks are database-wide: the hub's schema keeps hubs apart.
     await tx.c.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("\x1f".join(parts),)
+        "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || %s, 0))",
+        ("\x1f" + "\x1f".join(parts),),
     )
 
 
@@ -66,7 +68,11 @@ async def append_stream(
     """Returns whether anything was written."""
     await _lock(tx, "stream", instance_id, name)
     c = tx.c
-    cur = await c.execute("SELECT 1 FROM instances WHERE instance_id = %s", (instance_id,))
+    # KEY SHARE: a purge (which deletes the row) waits for this append, or this append
+    # sees the row gone; either way no chunk outlives its instance.
+    cur = await c.execute(
+        "SELECT 1 FROM instances WHERE instance_id = %s FOR KEY SHARE", (instance_id,)
+    )
     if await cur.fetchone() is None:
         return False
     cur = await c.execute(

@@ -177,18 +177,35 @@ class Tx:
     """What other processes are told at the commit (`Notes`)."""
 
     async def lock(self, ids: Iterable[str]) -> None:
-        """Lock the rows of `ids` not yet locked, in id order (missing ones are None)."""
+        """Lock the rows of `ids` not yet locked, in id order (missing ones are None).
+
+        `FOR NO KEY UPDATE`: the rows change, their ids never do, so a stream append
+        (`FOR KEY SHARE`) need not wait for a commit. A row that a concurrent transaction
+        replaced (a finished instance created anew) is not returned by the locking read
+        that waited for it; it is looked for again, so that it is not taken for missing.
+        """
         todo = sorted({i for i in ids if i not in self.rows})
-        if not todo:
-            return
-        cur = await self.c.execute(
-            "SELECT instance_id, status, execution_id, history_length, lease_owner,"
-            " lease_expires FROM instances WHERE instance_id = ANY(%s)"
-            " ORDER BY instance_id FOR UPDATE",
-            (todo,),
-        )
-        for iid, *row in await cur.fetchall():
-            self.rows[iid] = _Row(*row)
+        for _ in range(3):
+            if not todo:
+                return
+            cur = await self.c.execute(
+                "SELECT instance_id, status, execution_id, history_length, lease_owner,"
+                " lease_expires FROM instances WHERE instance_id = ANY(%s)"
+                " ORDER BY instance_id FOR NO KEY UPDATE",
+                (todo,),
+            )
+            for iid, *row in await cur.fetchall():
+                self.rows[iid] = _Row(*row)
+            missing = [i for i in todo if i not in self.rows]
+            if not missing:
+                return
+            cur = await self.c.execute(
+                "SELECT instance_id FROM instances WHERE instance_id = ANY(%s)", (missing,)
+            )
+            todo = sorted(r[0] for r in await cur.fetchall())
+            for iid in missing:
+                if iid not in todo:
+                    self.rows[iid] = None
         for iid in todo:
             self.rows.setdefault(iid, None)
 
@@ -723,14 +740,17 @@ async def claim_activities(tx: Tx, owner: str, limit: int, lease: int) -> list[A
 
 
 async def complete_activities(tx: Tx, results: Sequence[ActivityResult]) -> None:
+    # One result per work item (the first), and instance rows locked before activity
+    # rows, in the order every other transaction takes them.
+    unique = list({r.item.id: r for r in reversed(results)}.values())[::-1]
+    await tx.lock(r.item.instance_id for r in unique)
     cur = await tx.c.execute(
-        "DELETE FROM activities WHERE id = ANY(%s) RETURNING id",
-        ([r.item.id for r in results],),
+        "DELETE FROM activities WHERE id = ANY(%s) RETURNING id", ([r.item.id for r in unique],)
     )
     done = {r[0] for r in await cur.fetchall()}  # the rest: another worker completed them
-    mine = [r for r in results if r.item.id in done]
-    await tx.lock(r.item.instance_id for r in mine)
-    for result in mine:
+    for result in unique:
+        if result.item.id not in done:
+            continue
         item = result.item
         await deliver(
             tx,

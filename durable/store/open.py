@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from durable.store.base import Store
 from durable.store.memory import MemoryStore
@@ -40,9 +40,16 @@ def open_store(url: str) -> Store:
 
 
 def _hub(url: str) -> tuple[str, str]:
-    """The URL without its `durable_hub` parameter (libpq would refuse it), and the hub."""
+    """The URL without its `durable_hub` parameter (libpq would refuse it), and the hub.
+
+    The other parameters are kept byte for byte: libpq decodes `%20` but not `+`.
+    """
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    hubs = [v for k, v in query if k == "durable_hub"]
-    rest = urlencode([(k, v) for k, v in query if k != "durable_hub"])
-    return urlunsplit(parts._replace(query=rest)), (hubs[-1] if hubs else "default")
+    kept, hub = [], "default"
+    for pair in parts.query.split("&") if parts.query else []:
+        key, _, value = pair.partition("=")
+        if unquote(key) == "durable_hub":
+            hub = unquote(value)
+        else:
+            kept.append(pair)
+    return urlunsplit(parts._replace(query="&".join(kept))), hub

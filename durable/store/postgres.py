@@ -20,7 +20,7 @@ import re
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import psycopg
@@ -62,10 +62,23 @@ log = logging.getLogger("durable.store.postgres")
 HUB_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 """Task hub names: they name a Postgres schema (`durable_<hub>`) and a NOTIFY channel."""
 
+_CLOSE_GRACE: Final = 5.0
+"""Seconds `close()` lets calls in flight finish before cancelling them."""
+
 _RETRIES: Final = 8
 """How often a transaction that lost a deadlock or serialization race is run again."""
 
-_DB_NOW: Final = "SELECT (extract(epoch FROM now()) * 1000000)::bigint"
+_DB_NOW: Final = (
+    "SELECT (extract(epoch FROM now()) * 1000000)::bigint,"
+    " (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+)
+
+_SESSION: Final = (
+    # A transaction waiting this long for a row lock gives up (StoreBusyError; retried);
+    # a session that stopped half-way through a transaction (its process paused) is
+    # ended, so that its locks do not hold up every other worker.
+    "SET lock_timeout = '10s'; SET idle_in_transaction_session_timeout = '30s'"
+)
 
 
 def _micros(seconds: float) -> int:
@@ -85,9 +98,11 @@ class PostgresStore:
         max_connections: the most connections the pool opens (each worker process needs
             a few: claims, commits and activity completions run at once).
         connect_timeout: seconds to wait for a connection before `StoreError`.
-        clock: the time source. By default leases and due times are measured by the
-            database's clock and the local clock only stamps events; tests pass a fake
-            clock, which then measures everything.
+        clock: the time source. By default it is the database's clock: leases and due
+            times are measured by `now()` in the database, and the time that workers stamp
+            on events is the local clock corrected by its measured offset from the
+            database's, so that machines with skewed clocks agree. Tests pass a fake clock,
+            which then measures everything.
     """
 
     def __init__(
@@ -112,8 +127,10 @@ class PostgresStore:
         self.url = url
         self.hub = hub
         self.schema = f"durable_{hub}"
-        self.clock: Clock = clock or utc_now
         self._fixed_clock = clock is not None
+        self._offset = timedelta(0)
+        """The database's clock minus ours, measured at each transaction."""
+        self.clock: Clock = clock or self._db_clock
         self.orchestration_work = Notifier()
         self.activity_work = Notifier()
         self.instance_changes = Notifier()
@@ -143,27 +160,32 @@ class PostgresStore:
 
     # -- the store's own event loop ----------------------------------------------------
 
-    async def _noop(self) -> None:
+    async def _noop(self, runner: _Runner) -> None:
         return None
 
     async def _call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        """Run `fn(*args)` on the store's loop (opening the store first if need be)."""
+        """Run `fn(runner, *args)` on the store's loop, opening the store first if need be.
+
+        A call, once started, runs to its end on the store's thread even if the caller
+        stops waiting: a transaction is never cut off half-way by the caller.
+        """
         with self._lock:
             runner = self._runner
             if runner is None:
                 runner = self._runner = _Runner(self)
         try:
-            await asyncio.wrap_future(runner.opened)
-        except BaseException:
+            await asyncio.shield(asyncio.wrap_future(runner.opened))
+        except Exception:
             with self._lock:  # the next call tries to open it again
                 if self._runner is runner:
                     self._runner = None
             runner.stop()
             raise
-        return await runner.run(fn, *args)
+        return await asyncio.shield(asyncio.wrap_future(runner.submit(fn, *args)))
 
     async def close(self) -> None:
-        """Close every connection and stop the store's thread; it reopens on next use."""
+        """Let calls in flight finish, close every connection, and stop the store's
+        thread; the store reopens on its next use."""
         with self._lock:
             runner, self._runner = self._runner, None
         if runner is not None:
@@ -176,12 +198,16 @@ class PostgresStore:
     async def _read(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await self._call(self._plain, fn, args)
 
-    async def _transaction(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
-        runner = self._runner_here()
+    async def _transaction(
+        self, runner: _Runner, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+    ) -> T:
         for attempt in range(_RETRIES):
+            started = False
             try:
                 async with runner.connection() as conn, conn.transaction():
-                    tx = Tx(conn, await self._now(conn))
+                    now = await self._now(conn)
+                    started = True
+                    tx = Tx(conn, now)
                     result = await fn(tx, *args)
                     if tx.notes:
                         await conn.execute(
@@ -193,31 +219,41 @@ class PostgresStore:
                 if attempt == _RETRIES - 1:
                     raise StoreBusyError(f"{self!r}: a transaction kept losing races: {e}") from e
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+            except psycopg.OperationalError as e:
+                # A pooled connection the server dropped (a restart) fails at BEGIN or at
+                # the first statement, before anything was written: take another one.
+                if started or attempt >= 2:
+                    raise _store_error(e, f"{self!r}: write failed") from e
             except (psycopg.Error, PoolTimeout) as e:
                 raise _store_error(e, f"{self!r}: write failed") from e
         raise AssertionError("unreachable")
 
-    async def _plain(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
-        runner = self._runner_here()
-        try:
-            async with runner.connection() as conn:
-                return await fn(conn, *args)
-        except (psycopg.Error, PoolTimeout) as e:
-            raise _store_error(e, f"{self!r}: read failed") from e
-
-    def _runner_here(self) -> _Runner:
-        runner = self._runner
-        if runner is None:
-            raise StoreError(f"{self!r} was closed while in use")
-        return runner
+    async def _plain(
+        self, runner: _Runner, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+    ) -> T:
+        for attempt in range(3):
+            try:
+                async with runner.connection() as conn:
+                    return await fn(conn, *args)
+            except psycopg.OperationalError as e:  # reads are safe to run again
+                if attempt == 2:
+                    raise _store_error(e, f"{self!r}: read failed") from e
+            except (psycopg.Error, PoolTimeout) as e:
+                raise _store_error(e, f"{self!r}: read failed") from e
+        raise AssertionError("unreachable")
 
     async def _now(self, conn: Conn) -> int:
+        """The transaction's time; also keeps `clock` in step with the database's."""
         if self._fixed_clock:
             return us(self.clock())
         cur = await conn.execute(_DB_NOW)
         row = await cur.fetchone()
         assert row is not None
+        self._offset = timedelta(microseconds=int(row[1]) - us(utc_now()))
         return int(row[0])
+
+    def _db_clock(self) -> datetime:
+        return utc_now() + self._offset
 
     def _notify_local(self, letters: str) -> None:
         for letter in letters:
@@ -348,10 +384,21 @@ class _Runner:
         self.thread.start()
         self.pool: AsyncConnectionPool[Conn] | None = None
         self.listener: asyncio.Task[None] | None = None
+        self._guard = threading.Lock()
+        self._calls: set[concurrent.futures.Future[Any]] = set()
+        self._stopped: concurrent.futures.Future[None] | None = None
         self.opened = asyncio.run_coroutine_threadsafe(self._open(), self.loop)
 
-    async def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args), self.loop))
+    def submit(
+        self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> concurrent.futures.Future[T]:
+        with self._guard:
+            if self._stopped is not None:
+                raise StoreError(f"{self.store!r} was closed while in use")
+            call = asyncio.run_coroutine_threadsafe(fn(self, *args), self.loop)
+            self._calls.add(call)
+        call.add_done_callback(self._calls.discard)
+        return call
 
     def connection(self) -> contextlib.AbstractAsyncContextManager[Conn]:
         assert self.pool is not None
@@ -359,10 +406,12 @@ class _Runner:
 
     async def _open(self) -> None:
         store = self.store
-        search_path = q.SQL("SET search_path TO {}").format(q.Identifier(store.schema))
+        session = q.SQL("SET search_path TO {}; ").format(q.Identifier(store.schema)) + q.SQL(
+            _SESSION
+        )
 
         async def configure(conn: Conn) -> None:
-            await conn.execute(search_path)
+            await conn.execute(session)
 
         try:
             async with await psycopg.AsyncConnection.connect(
@@ -407,9 +456,24 @@ class _Runner:
             delay = min(delay * 2, 5.0)
 
     def stop(self) -> concurrent.futures.Future[None]:
+        """Finish (or, after a grace period, cancel) the calls in flight, close the pool
+        and the listener, and end the thread. Idempotent."""
+        with self._guard:
+            if self._stopped is not None:
+                return self._stopped
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._stopped = done
+            calls = list(self._calls)
+
         async def shut() -> None:
             with contextlib.suppress(BaseException):
                 await asyncio.wrap_future(self.opened)
+            waiting = [asyncio.wrap_future(c) for c in calls]
+            if waiting:
+                _, late = await asyncio.wait(waiting, timeout=_CLOSE_GRACE)
+                for call in late:
+                    call.cancel()  # its transaction rolls back
+                await asyncio.wait(waiting, timeout=_CLOSE_GRACE)
             if self.listener is not None:
                 self.listener.cancel()
                 with contextlib.suppress(BaseException):
@@ -417,49 +481,72 @@ class _Runner:
             if self.pool is not None:
                 await self.pool.close()
 
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def finish(f: concurrent.futures.Future[None]) -> None:
+        def finish() -> None:
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=5)
-            if not self.loop.is_running():
+            self.thread.join(timeout=_CLOSE_GRACE)
+            if not self.thread.is_alive():
                 self.loop.close()
             done.set_result(None)
 
         asyncio.run_coroutine_threadsafe(shut(), self.loop).add_done_callback(
-            lambda f: threading.Thread(target=finish, args=(f,), daemon=True).start()
+            lambda _: threading.Thread(target=finish, daemon=True).start()
         )
         return done
 
 
 async def _migrate(conn: Conn, schema: str) -> None:
-    """Bring the hub's schema to `SCHEMA_VERSION`; concurrent starters wait on a lock."""
+    """Bring the hub's schema to `SCHEMA_VERSION`; concurrent starters wait on a lock.
+
+    A hub that is up to date is only read, so a role with no right to create anything
+    can use a hub made for it beforehand.
+    """
     name = q.Identifier(schema)
+    if await _version(conn, schema) == SCHEMA_VERSION:
+        return
     async with conn.transaction():
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"durable.migrate.{schema}",)
         )
-        await conn.execute(q.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
-        await conn.execute(
-            q.SQL("CREATE TABLE IF NOT EXISTS {}.schema_version (version integer NOT NULL)").format(
-                name
-            )
-        )
-        cur = await conn.execute(q.SQL("SELECT version FROM {}.schema_version").format(name))
-        row = await cur.fetchone()
-        version = 0 if row is None else int(row[0])
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"task hub schema {schema!r} has version {version}, newer than this durable"
-                f" ({SCHEMA_VERSION}); upgrade durable"
-            )
+        version = await _version(conn, schema)  # another process may have migrated it
         if version == SCHEMA_VERSION:
             return
+        if version is None:
+            cur = await conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,)
+            )
+            if await cur.fetchone() is None:  # (a schema made for us beforehand is used)
+                await conn.execute(q.SQL("CREATE SCHEMA {}").format(name))
+            await conn.execute(
+                q.SQL("CREATE TABLE {}.schema_version (version integer NOT NULL)").format(name)
+            )
+            version = 0
         await conn.execute(q.SQL("SET LOCAL search_path TO {}").format(name))
         for script in sql.MIGRATIONS[version:]:
             await conn.execute(script.encode())
         await conn.execute("DELETE FROM schema_version")
         await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
+
+
+async def _version(conn: Conn, schema: str) -> int | None:
+    """The hub's schema version; None if it has none yet. Refuses a newer one."""
+    # A query on the catalog, not to_regclass(): after waiting for the migration lock,
+    # it must see a table that the process holding the lock created meanwhile.
+    cur = await conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = %s",
+        (schema, "schema_version"),
+    )
+    if await cur.fetchone() is None:
+        return None
+    table = q.Identifier(schema, "schema_version")
+    cur = await conn.execute(q.SQL("SELECT max(version) FROM {}").format(table))
+    row = await cur.fetchone()
+    version = 0 if row is None or row[0] is None else int(row[0])
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"task hub schema {schema!r} has version {version}, newer than this durable"
+            f" ({SCHEMA_VERSION}); upgrade durable"
+        )
+    return version
 
 
 def _store_error(e: BaseException, what: str) -> StoreError:

@@ -185,6 +185,40 @@ async def test_yielding_a_non_task_fails_with_invalid_task_error(
         st.raise_if_failed()
 
 
+@pytest.mark.parametrize("bad", ["", "nul\x00inside", "x" * 1001, "é" * 501])
+async def test_an_instance_id_no_store_can_keep_is_refused_at_once(
+    store: durable.MemoryStore, bad: str
+) -> None:
+    client = durable.Client(store)
+    with pytest.raises(ValueError, match="instance id"):
+        await client.schedule_new_orchestration(healthy, input=1, instance_id=bad)
+    assert await client.schedule_new_orchestration(healthy, input=1, instance_id="x" * 1000)
+
+
+def sends_to_a_bad_id(ctx: task.OrchestrationContext, _: Any):
+    ctx.send_event("bad\x00id", "ping")
+    yield ctx.create_timer(timedelta(milliseconds=1))
+
+
+def starts_a_child_with_a_long_id(ctx: task.OrchestrationContext, _: Any):
+    return (yield ctx.call_sub_orchestrator(healthy, input=1, instance_id="c" * 2000))
+
+
+ORCHESTRATORS.extend([sends_to_a_bad_id, starts_a_child_with_a_long_id])
+
+
+@pytest.mark.parametrize("orchestrator", [sends_to_a_bad_id, starts_a_child_with_a_long_id])
+async def test_an_orchestrator_naming_a_bad_instance_id_fails_alone(
+    store: durable.MemoryStore, orchestrator: Any
+) -> None:
+    # On Postgres such an id would make the shared group commit fail for every decision
+    # in it; it is refused in the orchestrator instead, and only that instance fails.
+    st = await run_bad(store, orchestrator)
+    assert st.runtime_status is S.FAILED
+    fd = st.failure_details
+    assert fd is not None and fd.is_caused_by(ValueError) and "instance id" in fd.message
+
+
 async def test_unregistered_orchestrator_name_fails_with_not_registered(
     store: durable.MemoryStore,
 ) -> None:

@@ -781,6 +781,21 @@ async def test_completion_delivers_the_result_once(store: Store, clock: FakeCloc
     assert await store.claim_activities("C", 10, LEASE) == []
 
 
+async def test_two_results_for_one_item_in_one_batch_deliver_the_first(
+    store: Store, clock: FakeClock
+) -> None:
+    # A worker that retries a failed flush may hand the same result over twice at once.
+    await _schedule(store, "a", 1)
+    [one] = await store.claim_activities("A", 10, LEASE)
+    first = TaskCompleted(timestamp=clock(), task_id=1, result='"first"')
+    second = TaskCompleted(timestamp=clock(), task_id=1, result='"second"')
+    await store.complete_activities(
+        [ActivityResult(item=one, event=first), ActivityResult(item=one, event=second)]
+    )
+    item = await claim_one(store, "a")
+    assert item.messages == (first,)
+
+
 async def test_abandoned_activity_is_claimable_at_once(store: Store) -> None:
     await _schedule(store, "a", 1)
     [item] = await store.claim_activities("w1", 10, LEASE)

@@ -168,3 +168,60 @@ async def test_notifications_wake_a_store_in_another_process_view(postgres_url: 
         waiting = asyncio.ensure_future(b.activity_work.wait(5.0, seen))
         await start(a, "b", activities=(ScheduleActivity(task_id=1, name="act"),))
         assert await asyncio.wait_for(waiting, 2.0) is True
+
+
+async def test_a_role_that_cannot_create_uses_a_hub_made_for_it(postgres_url: str) -> None:
+    # The owner makes the hub once; the application's role may only use its schema.
+    hub, role = new_hub(), f"app_{new_hub()}"
+    async with PostgresStore(postgres_url, hub=hub) as owner:
+        await owner.create_instance(new_instance("made-by-owner"))
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(f"CREATE ROLE {role} LOGIN")
+        await conn.execute(f"REVOKE CREATE ON DATABASE postgres FROM {role}")
+        await conn.execute(f"REVOKE CREATE ON SCHEMA public FROM {role}")
+        await conn.execute(f'GRANT USAGE ON SCHEMA "durable_{hub}" TO {role}')
+        rights = "SELECT, INSERT, UPDATE, DELETE"
+        await conn.execute(f'GRANT {rights} ON ALL TABLES IN SCHEMA "durable_{hub}" TO {role}')
+    app_url = postgres_url.replace("postgresql://postgres:", f"postgresql://{role}:", 1)
+    async with PostgresStore(app_url, hub=hub) as app:
+        assert await app.get_state("made-by-owner") is not None
+        await app.create_instance(new_instance("made-by-app"))
+        assert [i.instance_id for i in await app.claim_orchestrations("w", 10, LEASE)] == [
+            "made-by-owner",
+            "made-by-app",
+        ]
+    with pytest.raises(durable.StoreError, match="permission denied"):
+        async with PostgresStore(app_url, hub=new_hub()):  # it may not make a hub
+            pass
+
+
+async def test_close_lets_calls_in_flight_finish_and_leaves_no_transaction_open(
+    postgres_url: str,
+) -> None:
+    hub = new_hub()
+    store = PostgresStore(postgres_url, hub=hub)
+    await store.get_state("warm-up")
+    writes = [
+        asyncio.ensure_future(store.create_instance(new_instance(f"i{n}"))) for n in range(40)
+    ]
+    await asyncio.sleep(0)
+    await store.close()
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    assert all(o is None or isinstance(o, durable.StoreError) for o in outcomes), outcomes
+    created = sum(o is None for o in outcomes)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%%'"
+        )
+        assert await cur.fetchone() == (0,)
+    async with PostgresStore(postgres_url, hub=hub) as again:  # the writes that ran are whole
+        page = await again.list_instances(InstanceQuery(limit=100))
+        assert len(page.instances) == created
+
+
+def test_open_store_keeps_the_other_url_parameters_as_they_were() -> None:
+    url = "postgresql://u@h/db?options=-c%20lock_timeout%3D5s&durable_hub=orders&sslmode=disable"
+    store = durable.open_store(url)
+    assert isinstance(store, PostgresStore)
+    assert store.hub == "orders"
+    assert store.url == "postgresql://u@h/db?options=-c%20lock_timeout%3D5s&sslmode=disable"
