@@ -175,6 +175,30 @@ class Tx:
     """Instances whose wake time must be recomputed before the commit."""
     notes: set[str] = field(default_factory=set)
     """What other processes are told at the commit (`Notes`)."""
+    pending: list[tuple[str, str, int | None, bytes]] = field(default_factory=list)
+    """Messages to insert, in order: (instance, kind, visible at, event)."""
+    lower_wake: dict[str, int] = field(default_factory=dict)
+    """Instances that have work by the given time (at the latest)."""
+
+    async def flush(self) -> None:
+        """Write the buffered messages and wake times: call before reading messages."""
+        if self.pending:
+            columns = _columns(self.pending)
+            self.pending.clear()
+            await self.c.execute(
+                "INSERT INTO messages (instance_id, kind, visible_at, event)"
+                " SELECT i, k, v, e FROM unnest(%s::text[], %s::text[], %s::bigint[],"
+                " %s::bytea[]) WITH ORDINALITY AS m(i, k, v, e, n) ORDER BY n",
+                columns,
+            )
+        lower = {i: due for i, due in self.lower_wake.items() if i not in self.wake}
+        self.lower_wake.clear()
+        if lower:
+            await self.c.execute(
+                "UPDATE instances AS i SET wake_at = LEAST(i.wake_at, w.due)"
+                " FROM unnest(%s::text[], %s::bigint[]) AS w(id, due) WHERE i.instance_id = w.id",
+                (list(lower), list(lower.values())),
+            )
 
     async def lock(self, ids: Iterable[str]) -> None:
         """Lock the rows of `ids` not yet locked, in id order (missing ones are None).
@@ -212,6 +236,11 @@ class Tx:
     async def row(self, iid: str) -> _Row | None:
         await self.lock((iid,))
         return self.rows[iid]
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as columns: one array parameter per column, for `unnest`."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _kind(event: InboundEvent) -> str:
@@ -270,17 +299,25 @@ async def _insert_instance(tx: Tx, instance: NewInstance) -> bool:
     tx.rows[iid] = _Row(status.value, start.execution_id, len(instance.history), None, None)
     tx.notes.update("oi")
     if forked:
-        async with tx.c.cursor() as many:
-            await many.executemany(
-                "INSERT INTO history (instance_id, seq, event) VALUES (%s, %s, %s)",
-                [(iid, n, encode_event(e)) for n, e in enumerate(instance.history)],
-            )
+        await _insert_history(
+            tx, [(iid, n, encode_event(e)) for n, e in enumerate(instance.history)]
+        )
     first = instance.resume if forked and instance.resume is not None else start
-    await _insert_message(tx, iid, first, visible)
+    _queue(tx, iid, first, visible)
     return True
 
 
+async def _insert_history(tx: Tx, rows: Sequence[tuple[str, int, bytes]]) -> None:
+    if rows:
+        await tx.c.execute(
+            "INSERT INTO history (instance_id, seq, event)"
+            " SELECT * FROM unnest(%s::text[], %s::integer[], %s::bytea[])",
+            _columns(rows),
+        )
+
+
 async def _delete(tx: Tx, ids: Sequence[str]) -> None:
+    await tx.flush()
     for table in ("history", "messages", "activities", "streams", "instances"):
         await tx.c.execute(
             f"DELETE FROM {table} WHERE instance_id = ANY(%s)",  # noqa: S608
@@ -291,11 +328,8 @@ async def _delete(tx: Tx, ids: Sequence[str]) -> None:
         tx.wake.discard(iid)
 
 
-async def _insert_message(tx: Tx, iid: str, event: InboundEvent, visible: int | None) -> None:
-    await tx.c.execute(
-        "INSERT INTO messages (instance_id, kind, visible_at, event) VALUES (%s, %s, %s, %s)",
-        (iid, _kind(event), visible, encode_event(event)),
-    )
+def _queue(tx: Tx, iid: str, event: InboundEvent, visible: int | None) -> None:
+    tx.pending.append((iid, _kind(event), visible, encode_event(event)))
 
 
 async def send(tx: Tx, message: Message) -> None:
@@ -321,7 +355,7 @@ async def deliver(tx: Tx, message: Message) -> bool:
     if message.execution_id is not None and message.execution_id != row.execution_id:
         return False
     visible = None if message.visible_at is None else us(message.visible_at)
-    await _insert_message(tx, iid, event, visible)
+    _queue(tx, iid, event, visible)
     if row.status in _TERMINAL and not rewind:
         return True  # kept, but nothing to do until a rewind
     if rewind:
@@ -334,40 +368,50 @@ async def deliver(tx: Tx, message: Message) -> bool:
     if row.length == 0 and row.status not in _TERMINAL and _kind(event) not in _STARTER_KINDS:
         return True  # a delayed start: other messages wait for it (or a terminate)
     tx.notes.add("o")
-    if iid not in tx.wake:
-        due = visible if visible is not None else 0
-        await tx.c.execute(
-            "UPDATE instances SET wake_at = LEAST(wake_at, %s) WHERE instance_id = %s",
-            (due, iid),
-        )
+    due = visible if visible is not None else 0
+    tx.lower_wake[iid] = min(due, tx.lower_wake.get(iid, due))
     return True
 
 
-async def refresh_wakes(tx: Tx) -> None:
-    """Recompute when each instance in `tx.wake` next has work (its messages changed)."""
-    for iid in sorted(tx.wake):
-        await _refresh_wake(tx, iid)
+_ANY, _STARTERS_ONLY, _REWIND_ONLY, _NOTHING = range(4)
+"""Which of an instance's messages give it work: all, starts only, rewinds only, none."""
+
+
+async def refresh_wakes(tx: Tx, not_before: dict[str, int] | None = None) -> None:
+    """Recompute, in one statement, when each instance in `tx.wake` next has work."""
+    await tx.flush()
+    ids = sorted(tx.wake)
     tx.wake.clear()
-
-
-async def _refresh_wake(tx: Tx, iid: str, not_before: int = 0) -> None:
-    row = await tx.row(iid)
-    if row is None:
+    modes, floors = [], []
+    for iid in ids:
+        row = tx.rows.get(iid)
+        if row is None:
+            mode = _NOTHING
+        elif row.status in _TERMINAL:
+            mode = _REWIND_ONLY if row.status == _FAILED else _NOTHING
+        else:
+            mode = _STARTERS_ONLY if row.length == 0 else _ANY
+        modes.append(mode)
+        floors.append((not_before or {}).get(iid, 0))
+    if not ids:
         return
-    if row.status in _TERMINAL:
-        kinds = [_REWOUND] if row.status == _FAILED else []
-    elif row.length == 0:
-        kinds = sorted(_STARTER_KINDS)
-    else:
-        kinds = None
-    # GREATEST ignores NULLs: no message must stay NULL (nothing to do), not `nb`.
+    # GREATEST ignores NULLs: no message must stay NULL (nothing to do), not the floor.
     await tx.c.execute(
-        "UPDATE instances SET wake_at = (SELECT CASE WHEN MIN(v) IS NULL THEN NULL"
-        "   ELSE GREATEST(MIN(v), %(nb)s) END FROM ("
-        "     SELECT COALESCE(visible_at, 0) AS v FROM messages WHERE instance_id = %(iid)s"
-        "     AND (%(any)s OR kind = ANY(%(kinds)s))) AS m"
-        " ) WHERE instance_id = %(iid)s",
-        {"iid": iid, "any": kinds is None, "kinds": kinds or [], "nb": not_before},
+        "UPDATE instances AS i SET wake_at = ("
+        "  SELECT CASE WHEN MIN(v) IS NULL THEN NULL ELSE GREATEST(MIN(v), w.nb) END FROM ("
+        "    SELECT COALESCE(m.visible_at, 0) AS v FROM messages AS m"
+        "    WHERE m.instance_id = w.id AND (w.mode = 0"
+        "      OR (w.mode = 1 AND m.kind = ANY(%(starters)s))"
+        "      OR (w.mode = 2 AND m.kind = %(rewound)s))) AS x)"
+        " FROM unnest(%(ids)s::text[], %(modes)s::integer[], %(nbs)s::bigint[]) AS w(id, mode, nb)"
+        " WHERE i.instance_id = w.id",
+        {
+            "ids": ids,
+            "modes": modes,
+            "nbs": floors,
+            "starters": sorted(_STARTER_KINDS),
+            "rewound": _REWOUND,
+        },
     )
 
 
@@ -513,7 +557,7 @@ async def claim(tx: Tx, owner: str, limit: int, lease: int) -> list[Orchestratio
         )
         if not claimable:
             await _release(tx, iid)  # nothing to do yet: sleep until there is
-            await _refresh_wake(tx, iid)
+            tx.wake.add(iid)
             continue
         try:
             messages = tuple(cast(InboundEvent, decode_event(e)) for _, _, e in mine)
@@ -543,6 +587,7 @@ async def claim(tx: Tx, owner: str, limit: int, lease: int) -> list[Orchestratio
                 lease_owner=owner,
             )
         )
+    await refresh_wakes(tx)
     return items
 
 
@@ -567,75 +612,97 @@ def _touched(commit: OrchestrationCommit) -> list[str]:
 async def commit_all(
     tx: Tx, commits: Sequence[OrchestrationCommit]
 ) -> tuple[list[Exception | None], bool]:
+    """Commit many decisions in a few set-wide statements; a stale one is rejected alone."""
     await tx.lock(i for c in commits for i in _touched(c))
     outcomes: list[Exception | None] = []
-    activities = False
+    accepted: list[OrchestrationCommit] = []
     for commit in commits:
-        try:
-            await _commit(tx, commit)
-        except LeaseLostError as e:
-            outcomes.append(e)
+        item = commit.item
+        row = tx.rows.get(item.instance_id)
+        if (
+            row is None
+            or row.lease_owner != item.lease_owner
+            or row.lease_expires is None
+            or row.lease_expires <= tx.now
+            or row.execution_id != item.execution_id
+            or row.length != item.history_length
+        ):
+            outcomes.append(
+                LeaseLostError(
+                    f"the lease on {item.instance_id!r} was lost; the decision was not written"
+                )
+            )
             continue
         outcomes.append(None)
-        activities |= bool(commit.activities)
-    await refresh_wakes(tx)
-    return outcomes, activities
-
-
-async def _commit(tx: Tx, commit: OrchestrationCommit) -> None:
-    item = commit.item
-    iid = item.instance_id
-    row = tx.rows.get(iid)
-    if (
-        row is None
-        or row.lease_owner != item.lease_owner
-        or row.lease_expires is None
-        or row.lease_expires <= tx.now
-        or row.execution_id != item.execution_id
-        or row.length != item.history_length
-    ):
-        raise LeaseLostError(f"the lease on {iid!r} was lost; the decision was not written")
+        accepted.append(commit)
+    if not accepted:
+        return outcomes, False
     c = tx.c
-    await c.execute("DELETE FROM messages WHERE id = ANY(%s)", (list(item.message_ids),))
-    length = item.history_length
-    if commit.events:
-        async with c.cursor() as many:
-            await many.executemany(
-                "INSERT INTO history (instance_id, seq, event) VALUES (%s, %s, %s)",
-                [(iid, length + n, encode_event(e)) for n, e in enumerate(commit.events)],
-            )
-    failure = _FAILURE_ENCODER.encode(commit.failure) if commit.failure is not None else None
-    row.status = commit.status.value
-    row.length = length + len(commit.events)
-    row.lease_owner = row.lease_expires = None
-    tx.notes.add("i")
-    await c.execute(
-        "UPDATE instances SET status = %s, custom_status = %s, output = %s, failure = %s,"
-        " updated_at = %s, history_length = %s, lease_owner = NULL, lease_expires = NULL"
-        " WHERE instance_id = %s",
-        (row.status, commit.custom_status, commit.output, failure, tx.now, row.length, iid),
+    consumed = [m for commit in accepted for m in commit.item.message_ids]
+    if consumed:
+        await c.execute("DELETE FROM messages WHERE id = ANY(%s)", (consumed,))
+    await _insert_history(
+        tx,
+        [
+            (commit.item.instance_id, commit.item.history_length + n, encode_event(e))
+            for commit in accepted
+            for n, e in enumerate(commit.events)
+        ],
     )
-    if commit.activities:
+    updates = []
+    for commit in accepted:
+        iid = commit.item.instance_id
+        row = tx.rows[iid]
+        assert row is not None
+        row.status = commit.status.value
+        row.length = commit.item.history_length + len(commit.events)
+        row.lease_owner = row.lease_expires = None
+        failure = _FAILURE_ENCODER.encode(commit.failure) if commit.failure else None
+        updates.append((iid, row.status, commit.custom_status, commit.output, failure, row.length))
+    ids, statuses, customs, outputs, failures, lengths = _columns(updates)
+    await c.execute(
+        "UPDATE instances AS i SET status = u.s, custom_status = u.c, output = u.o,"
+        " failure = u.f, updated_at = %s, history_length = u.n, lease_owner = NULL,"
+        " lease_expires = NULL"
+        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[],"
+        " %s::integer[]) AS u(id, s, c, o, f, n) WHERE i.instance_id = u.id",
+        (tx.now, ids, statuses, customs, outputs, failures, lengths),
+    )
+    tx.notes.add("i")
+    work = [
+        (commit.item.instance_id, commit.item.execution_id, a.task_id, a.name, a.attempt, a.input)
+        for commit in accepted
+        for a in commit.activities
+    ]
+    if work:
         tx.notes.add("a")
-        async with c.cursor() as many:
-            await many.executemany(
-                "INSERT INTO activities (instance_id, execution_id, task_id, name, attempt,"
-                " ready_at, input) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (instance_id, execution_id, task_id) DO NOTHING",
-                [
-                    (iid, item.execution_id, a.task_id, a.name, a.attempt, tx.now, a.input)
-                    for a in commit.activities
-                ],
-            )
-    for child in commit.children:
-        await _start_child(tx, child)
-    if commit.new_execution is not None:
-        await _continue_as_new(tx, iid, commit.new_execution, commit.carried)
-    elif row.status in _TERMINAL and row.status != _FAILED:
-        await c.execute("DELETE FROM messages WHERE instance_id = %s", (iid,))
-    for message in commit.messages:
-        await deliver(tx, message)
-    tx.wake.add(iid)
+        cols = _columns(work)
+        await c.execute(
+            "INSERT INTO activities (instance_id, execution_id, task_id, name, attempt,"
+            " ready_at, input)"
+            " SELECT i, e, t, n, a, %s, p FROM unnest(%s::text[], %s::text[], %s::integer[],"
+            " %s::text[], %s::integer[], %s::text[]) AS w(i, e, t, n, a, p)"
+            " ON CONFLICT (instance_id, execution_id, task_id) DO NOTHING",
+            (tx.now, *cols),
+        )
+    finished = []
+    for commit in accepted:
+        iid = commit.item.instance_id
+        for child in commit.children:
+            await _start_child(tx, child)
+        if commit.new_execution is not None:
+            await _continue_as_new(tx, iid, commit.new_execution, commit.carried)
+        elif commit.status.value in _TERMINAL and commit.status is not OrchestrationStatus.FAILED:
+            finished.append(iid)
+        tx.wake.add(iid)
+    if finished:
+        await tx.flush()
+        await c.execute("DELETE FROM messages WHERE instance_id = ANY(%s)", (finished,))
+    for commit in accepted:
+        for message in commit.messages:
+            await deliver(tx, message)
+    await refresh_wakes(tx)
+    return outcomes, bool(work)
 
 
 async def _continue_as_new(
@@ -644,6 +711,7 @@ async def _continue_as_new(
     # The next execution begins with its start, then the carried events, then what came
     # for the instance (external events, suspend/resume/terminate) in arrival order.
     c = tx.c
+    await tx.flush()
     cur = await c.execute(
         "DELETE FROM messages WHERE instance_id = %s RETURNING id, kind, visible_at, event",
         (iid,),
@@ -662,16 +730,10 @@ async def _continue_as_new(
         " failure = NULL, input = %s WHERE instance_id = %s",
         (start.execution_id, row.status, start.input, iid),
     )
-    await _insert_message(tx, iid, start, None)
+    _queue(tx, iid, start, None)
     for m in carried:
-        await _insert_message(tx, iid, m.event, None)
-    if kept:
-        async with c.cursor() as many:
-            await many.executemany(
-                "INSERT INTO messages (instance_id, kind, visible_at, event)"
-                " VALUES (%s, %s, %s, %s)",
-                [(iid, k, v, e) for _, k, v, e in kept],
-            )
+        _queue(tx, iid, m.event, None)
+    tx.pending.extend((iid, k, v, e) for _, k, v, e in kept)
 
 
 async def _start_child(tx: Tx, child: NewInstance) -> None:
@@ -708,7 +770,8 @@ async def abandon(
             "UPDATE instances SET failure = %s, updated_at = %s WHERE instance_id = %s",
             (_FAILURE_ENCODER.encode(error), tx.now, iid),
         )
-    await _refresh_wake(tx, iid, tx.now + delay)
+    tx.wake.add(iid)
+    await refresh_wakes(tx, {iid: tx.now + delay})
 
 
 # -- activity work ----------------------------------------------------------------------
@@ -758,6 +821,7 @@ async def complete_activities(tx: Tx, results: Sequence[ActivityResult]) -> None
                 instance_id=item.instance_id, event=result.event, execution_id=item.execution_id
             ),
         )
+    await tx.flush()
 
 
 async def abandon_activities(tx: Tx, items: Sequence[ActivityWorkItem], delay: int) -> None:

@@ -209,6 +209,7 @@ class PostgresStore:
                     started = True
                     tx = Tx(conn, now)
                     result = await fn(tx, *args)
+                    await tx.flush()
                     if tx.notes:
                         await conn.execute(
                             "SELECT pg_notify(%s, %s)",
