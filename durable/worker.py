@@ -292,7 +292,7 @@ class Worker:
         # `seen` is the notifier's version before the look for work that found nothing:
         # a notification that came during that look (or now) ends the wait at once.
         timeout = self._poll
-        wake = await self.store.next_wake_time()
+        wake = await self.store.next_wake_time(self.id)
         if wake is not None:
             timeout = max(0.0, min(timeout, (wake - self.store.clock()).total_seconds()))
         assert self._stopping is not None

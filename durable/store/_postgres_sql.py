@@ -75,7 +75,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         history_length  integer NOT NULL DEFAULT 0,
         wake_at         bigint,
         lease_owner     text,
-        lease_expires   bigint
+        lease_expires   bigint,
+        sticky_owner    text                      -- the worker that decided it last
     );
     CREATE INDEX instances_wake ON instances (wake_at) WHERE wake_at IS NOT NULL;
     CREATE INDEX instances_parent ON instances (parent_id) WHERE parent_id IS NOT NULL;
@@ -291,7 +292,7 @@ async def _insert_instance(tx: Tx, instance: NewInstance) -> bool:
             visible,
             start.input,
             len(instance.history),
-            visible or 0,
+            tx.now if visible is None else visible,
         ),
     )
     if await cur.fetchone() is None:
@@ -329,7 +330,10 @@ async def _delete(tx: Tx, ids: Sequence[str]) -> None:
 
 
 def _queue(tx: Tx, iid: str, event: InboundEvent, visible: int | None) -> None:
-    tx.pending.append((iid, _kind(event), visible, encode_event(event)))
+    # A message for now is visible from now: its time says how long it has waited
+    # (which decides when a worker other than the sticky one may take it).
+    at = tx.now if visible is None else visible
+    tx.pending.append((iid, _kind(event), at, encode_event(event)))
 
 
 async def send(tx: Tx, message: Message) -> None:
@@ -368,7 +372,7 @@ async def deliver(tx: Tx, message: Message) -> bool:
     if row.length == 0 and row.status not in _TERMINAL and _kind(event) not in _STARTER_KINDS:
         return True  # a delayed start: other messages wait for it (or a terminate)
     tx.notes.add("o")
-    due = visible if visible is not None else 0
+    due = visible if visible is not None else tx.now
     tx.lower_wake[iid] = min(due, tx.lower_wake.get(iid, due))
     return True
 
@@ -521,17 +525,30 @@ async def purge(tx: Tx, ids: list[str], recursive: bool) -> int:
 # -- orchestration work -------------------------------------------------------------------
 
 
-async def claim(tx: Tx, owner: str, limit: int, lease: int) -> list[OrchestrationWorkItem]:
+async def claim(
+    tx: Tx, owner: str, limit: int, lease: int, sticky: int
+) -> list[OrchestrationWorkItem]:
     expires = tx.now + lease
+    # An instance goes back to the worker that decided it last, which likely still has
+    # its orchestrator in memory (no history to load and replay); another worker takes
+    # it only once it has waited `sticky` microseconds (that worker is gone, or busy).
     cur = await tx.c.execute(
         "UPDATE instances AS i SET lease_owner = %(owner)s, lease_expires = %(expires)s"
         " FROM (SELECT instance_id FROM instances WHERE wake_at <= %(now)s"
         "       AND (lease_expires IS NULL OR lease_expires <= %(now)s"
         "            OR lease_owner = %(owner)s)"
+        "       AND (sticky_owner IS NULL OR sticky_owner = %(owner)s"
+        "            OR wake_at <= %(unstick)s)"
         "       ORDER BY wake_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS picked"
         " WHERE i.instance_id = picked.instance_id"
         " RETURNING i.instance_id, execution_id, name, history_length, status",
-        {"owner": owner, "expires": expires, "now": tx.now, "limit": limit},
+        {
+            "owner": owner,
+            "expires": expires,
+            "now": tx.now,
+            "limit": limit,
+            "unstick": tx.now - sticky,
+        },
     )
     picked = await cur.fetchall()
     if not picked:
@@ -592,11 +609,13 @@ async def claim(tx: Tx, owner: str, limit: int, lease: int) -> list[Orchestratio
 
 
 async def _release(tx: Tx, iid: str) -> None:
+    """Give the instance back to every worker (the holder keeps nothing of it)."""
     row = tx.rows.get(iid)
     if row is not None:
         row.lease_owner = row.lease_expires = None
     await tx.c.execute(
-        "UPDATE instances SET lease_owner = NULL, lease_expires = NULL WHERE instance_id = %s",
+        "UPDATE instances SET lease_owner = NULL, lease_expires = NULL, sticky_owner = NULL"
+        " WHERE instance_id = %s",
         (iid,),
     )
 
@@ -663,7 +682,7 @@ async def commit_all(
     await c.execute(
         "UPDATE instances AS i SET status = u.s, custom_status = u.c, output = u.o,"
         " failure = u.f, updated_at = %s, history_length = u.n, lease_owner = NULL,"
-        " lease_expires = NULL"
+        " lease_expires = NULL, sticky_owner = i.lease_owner"
         " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[],"
         " %s::integer[]) AS u(id, s, c, o, f, n) WHERE i.instance_id = u.id",
         (tx.now, ids, statuses, customs, outputs, failures, lengths),
@@ -733,7 +752,7 @@ async def _continue_as_new(
     _queue(tx, iid, start, None)
     for m in carried:
         _queue(tx, iid, m.event, None)
-    tx.pending.extend((iid, k, v, e) for _, k, v, e in kept)
+    tx.pending.extend((iid, k, v, e) for _, k, v, e in kept)  # (their times kept)
 
 
 async def _start_child(tx: Tx, child: NewInstance) -> None:
@@ -856,10 +875,15 @@ async def renew(
         )
 
 
-async def next_wake(c: Conn) -> int | None:
+async def next_wake(c: Conn, owner: str | None, sticky: int) -> int | None:
+    # As `claim` sees it: a lease holds an instance until it runs out, and an instance
+    # that another worker decided last waits `sticky` microseconds for it first.
     cur = await c.execute(
-        "SELECT MIN(GREATEST(wake_at, COALESCE(lease_expires, 0))) FROM instances"
-        " WHERE wake_at IS NOT NULL"
+        "SELECT MIN(GREATEST(wake_at, COALESCE(lease_expires, 0),"
+        "   CASE WHEN %(owner)s::text IS NULL OR sticky_owner IS NULL"
+        "     OR sticky_owner = %(owner)s THEN 0 ELSE wake_at + %(sticky)s END))"
+        " FROM instances WHERE wake_at IS NOT NULL",
+        {"owner": owner, "sticky": sticky},
     )
     row = await cur.fetchone()
     return None if row is None else cast(int | None, row[0])

@@ -392,8 +392,11 @@ class Store(Protocol):
         """Extend the owner's leases."""
         ...
 
-    async def next_wake_time(self) -> datetime | None:
-        """When the earliest delayed message becomes visible, if any."""
+    async def next_wake_time(self, owner: str | None = None) -> datetime | None:
+        """When `owner` (a worker; None: anyone) may next find work to claim, if ever.
+
+        Work that is due but held by another's lease counts from when the lease ends.
+        """
         ...
 
     # -- flow control ----------------------------------------------------------------

@@ -599,7 +599,7 @@ class MemoryStore:
                     return False
             return True
 
-    async def next_wake_time(self) -> datetime | None:
+    async def next_wake_time(self, owner: str | None = None) -> datetime | None:
         with self._lock:
             times = [self._delayed[0][0]] if self._delayed else []
             if self._deferred:

@@ -98,6 +98,10 @@ class PostgresStore:
         max_connections: the most connections the pool opens (each worker process needs
             a few: claims, commits and activity completions run at once).
         connect_timeout: seconds to wait for a connection before `StoreError`.
+        sticky_seconds: an instance with work goes to the worker that decided it last
+            (its orchestrator is likely still in that worker's memory: nothing to load
+            and replay); other workers take it once it has waited this long. 0: any
+            worker, at once.
         clock: the time source. By default it is the database's clock: leases and due
             times are measured by `now()` in the database, and the time that workers stamp
             on events is the local clock corrected by its measured offset from the
@@ -113,6 +117,7 @@ class PostgresStore:
         min_connections: int = 1,
         max_connections: int = 10,
         connect_timeout: float = 10.0,
+        sticky_seconds: float = 0.5,
         clock: Clock | None = None,
     ) -> None:
         if not HUB_PATTERN.fullmatch(hub):
@@ -124,6 +129,8 @@ class PostgresStore:
             raise ValueError("need 0 <= min_connections <= max_connections and at least one")
         if connect_timeout <= 0:
             raise ValueError("connect_timeout must be positive")
+        if sticky_seconds < 0:
+            raise ValueError("sticky_seconds must not be negative")
         self.url = url
         self.hub = hub
         self.schema = f"durable_{hub}"
@@ -144,6 +151,7 @@ class PostgresStore:
         self._min = min_connections
         self._max = max_connections
         self._timeout = connect_timeout
+        self._sticky = _micros(sticky_seconds)
         self._id = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         self._runner: _Runner | None = None
@@ -299,7 +307,7 @@ class PostgresStore:
     async def claim_orchestrations(
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[OrchestrationWorkItem]:
-        return await self._write(sql.claim, owner, limit, _micros(lease_seconds))
+        return await self._write(sql.claim, owner, limit, _micros(lease_seconds), self._sticky)
 
     async def commit_orchestrations(
         self, commits: Sequence[OrchestrationCommit]
@@ -343,8 +351,8 @@ class PostgresStore:
         if instance_ids or activity_ids:
             await self._write(sql.renew, owner, instance_ids, activity_ids, _micros(lease_seconds))
 
-    async def next_wake_time(self) -> datetime | None:
-        return opt_dt(await self._read(sql.next_wake))
+    async def next_wake_time(self, owner: str | None = None) -> datetime | None:
+        return opt_dt(await self._read(sql.next_wake, owner, self._sticky))
 
     # -- flow control ----------------------------------------------------------------
 

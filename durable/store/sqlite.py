@@ -328,7 +328,7 @@ class SqliteStore:
             expires = us(self.clock()) + int(lease_seconds * 1e6)
             await self._write(sql.renew, owner, instance_ids, activity_ids, expires)
 
-    async def next_wake_time(self) -> datetime | None:
+    async def next_wake_time(self, owner: str | None = None) -> datetime | None:
         wake = await self._read(sql.next_wake)
         return opt_dt(wake)
 

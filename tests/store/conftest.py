@@ -41,7 +41,9 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
             store = SqliteStore(path or tmp_path / f"store-{len(opened)}.db", clock=clock)
         elif kind == "postgres":
             hub = hub_for(path or tmp_path / f"store-{len(opened)}.db", hubs)
-            store = PostgresStore(url, hub=hub, clock=clock)
+            # Any worker may claim due work at once, as on the other stores (stickiness
+            # is tested apart, in test_postgres_store.py).
+            store = PostgresStore(url, hub=hub, clock=clock, sticky_seconds=0)
         else:  # pragma: no cover - a backend added to STORES but not here
             raise AssertionError(kind)
         opened.append(store)

@@ -9,7 +9,18 @@ from typing import Any
 import psycopg
 import pytest
 from pg_helpers import new_hub
-from store_helpers import LEASE, claim_one, decision, new_instance, start
+from store_helpers import (
+    LEASE,
+    FakeClock,
+    claim,
+    claim_one,
+    commit,
+    decision,
+    new_instance,
+    raised,
+    start,
+    to,
+)
 
 import durable
 from durable.core.commands import ScheduleActivity
@@ -225,3 +236,24 @@ def test_open_store_keeps_the_other_url_parameters_as_they_were() -> None:
     assert isinstance(store, PostgresStore)
     assert store.hub == "orders"
     assert store.url == "postgresql://u@h/db?options=-c%20lock_timeout%3D5s&sslmode=disable"
+
+
+async def test_work_waits_a_moment_for_the_worker_that_decided_it_last(
+    postgres_url: str,
+) -> None:
+    clock = FakeClock()
+    async with PostgresStore(postgres_url, hub=new_hub(), clock=clock, sticky_seconds=0.5) as store:
+        await start(store, "a")  # decided by w1
+        await store.send(to("a", raised("go")))
+        assert await claim(store, "w2") == {}  # w1 likely has it in memory
+        assert await store.next_wake_time("w2") == clock.at(0.5)
+        assert await store.next_wake_time("w1") == clock.at(0)
+        assert await store.next_wake_time() == clock.at(0)
+        clock.advance(0.5)  # w1 did not come: anyone may take it
+        item = await claim_one(store, "a", owner="w2")
+        await commit(store, item)  # now w2's
+        await store.send(to("a", raised("again")))
+        assert await claim(store, "w1") == {}
+        item = await claim_one(store, "a", owner="w2")
+        await store.abandon_orchestration(item, 0, None)  # given back: anyone's at once
+        assert list(await claim(store, "w1")) == ["a"]
