@@ -212,7 +212,7 @@ class PostgresStore:
         for attempt in range(_RETRIES):
             started = False
             try:
-                async with runner.connection() as conn, conn.transaction():
+                async with runner.connection() as conn, conn.pipeline(), conn.transaction():
                     now = await self._now(conn)
                     started = True
                     tx = Tx(conn, now)
