@@ -163,6 +163,7 @@ class _Row:
     length: int
     lease_owner: str | None
     lease_expires: int | None
+    sticky_owner: str | None = None
 
 
 @dataclass(slots=True)
@@ -171,6 +172,8 @@ class Tx:
 
     c: Conn
     now: int
+    local: frozenset[str] = frozenset()
+    """The workers of this process: work that sticks to one of them needs no NOTIFY."""
     rows: dict[str, _Row | None] = field(default_factory=dict)
     wake: set[str] = field(default_factory=set)
     """Instances whose wake time must be recomputed before the commit."""
@@ -215,7 +218,7 @@ class Tx:
                 return
             cur = await self.c.execute(
                 "SELECT instance_id, status, execution_id, history_length, lease_owner,"
-                " lease_expires FROM instances WHERE instance_id = ANY(%s)"
+                " lease_expires, sticky_owner FROM instances WHERE instance_id = ANY(%s)"
                 " ORDER BY instance_id FOR NO KEY UPDATE",
                 (todo,),
             )
@@ -371,7 +374,8 @@ async def deliver(tx: Tx, message: Message) -> bool:
         )
     if row.length == 0 and row.status not in _TERMINAL and _kind(event) not in _STARTER_KINDS:
         return True  # a delayed start: other messages wait for it (or a terminate)
-    tx.notes.add("o")
+    if row.sticky_owner not in tx.local:  # (None: anyone's) another process may take it
+        tx.notes.add("o")
     due = visible if visible is not None else tx.now
     tx.lower_wake[iid] = min(due, tx.lower_wake.get(iid, due))
     return True

@@ -152,6 +152,8 @@ class PostgresStore:
         self._max = max_connections
         self._timeout = connect_timeout
         self._sticky = _micros(sticky_seconds)
+        self._owners: frozenset[str] = frozenset()
+        """The workers that claim through this store (the ones that need no NOTIFY)."""
         self._id = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         self._runner: _Runner | None = None
@@ -215,7 +217,7 @@ class PostgresStore:
                 async with runner.connection() as conn, conn.pipeline(), conn.transaction():
                     now = await self._now(conn)
                     started = True
-                    tx = Tx(conn, now)
+                    tx = Tx(conn, now, self._owners)
                     result = await fn(tx, *args)
                     await tx.flush()
                     if tx.notes:
@@ -307,6 +309,8 @@ class PostgresStore:
     async def claim_orchestrations(
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[OrchestrationWorkItem]:
+        if owner not in self._owners:
+            self._owners |= {owner}
         return await self._write(sql.claim, owner, limit, _micros(lease_seconds), self._sticky)
 
     async def commit_orchestrations(
