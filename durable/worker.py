@@ -143,6 +143,7 @@ class Worker:
         self._blocked: dict[str, _Blocked] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
         self._results: list[ActivityResult] = []
+        self._recording: list[ActivityResult] = []
         self._results_ready: asyncio.Event | None = None
         self._slot_free: asyncio.Event | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -638,6 +639,7 @@ class Worker:
         deadline = None if give_up_after is None else time.monotonic() + give_up_after
         while self._results:
             batch, self._results = self._results, []
+            self._recording = batch
             try:
                 await self._record(batch)
             except StoreError as e:
@@ -651,6 +653,8 @@ class Worker:
                 log.warning("could not record %d activity results (%s); retrying", len(batch), e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max(self._poll, 0.05) * 4)
+            finally:
+                self._recording = []
 
     async def _record(self, batch: list[ActivityResult]) -> None:
         """Record results together; when the store is full, one by one (some may fit).
@@ -675,8 +679,11 @@ class Worker:
         assert self._stopping is not None
         while not self._stopping.is_set():
             await self._sleep(self._lease / 3)
-            if self._running:
-                await self.store.renew_leases(self.id, (), list(self._running), self._lease)
+            # Finished activities hold their leases too until their results are recorded
+            # (a store slow to take them must not let another worker run them again).
+            held = [*self._running, *(r.item.id for r in (*self._results, *self._recording))]
+            if held:
+                await self.store.renew_leases(self.id, (), held, self._lease)
 
 
 class _ActivityStreams(StreamSink):

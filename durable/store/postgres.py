@@ -80,6 +80,12 @@ _SESSION: Final = (
     "SET lock_timeout = '10s'; SET idle_in_transaction_session_timeout = '30s'"
 )
 
+_PIPELINE_SESSION: Final = (
+    # In pipeline mode a paused client's session looks busy, not idle, so the idle
+    # timeout above would never end it: PostgreSQL 17's transaction_timeout does.
+    "; SET transaction_timeout = '15s'"
+)
+
 
 def _micros(seconds: float) -> int:
     return int(seconds * 1e6)
@@ -214,7 +220,11 @@ class PostgresStore:
         for attempt in range(_RETRIES):
             started = False
             try:
-                async with runner.connection() as conn, conn.pipeline(), conn.transaction():
+                async with (
+                    runner.connection() as conn,
+                    runner.pipeline(conn),
+                    conn.transaction(),
+                ):
                     now = await self._now(conn)
                     started = True
                     tx = Tx(conn, now, self._owners)
@@ -396,6 +406,7 @@ class _Runner:
         )
         self.thread.start()
         self.pool: AsyncConnectionPool[Conn] | None = None
+        self.pipelined = False
         self.listener: asyncio.Task[None] | None = None
         self._guard = threading.Lock()
         self._calls: set[concurrent.futures.Future[Any]] = set()
@@ -417,22 +428,28 @@ class _Runner:
         assert self.pool is not None
         return self.pool.connection()
 
+    def pipeline(self, conn: Conn) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Pipeline mode (fewer round trips) where the server can end a paused session."""
+        return conn.pipeline() if self.pipelined else contextlib.nullcontext()
+
     async def _open(self) -> None:
         store = self.store
-        session = q.SQL("SET search_path TO {}; ").format(q.Identifier(store.schema)) + q.SQL(
-            _SESSION
-        )
-
-        async def configure(conn: Conn) -> None:
-            await conn.execute(session)
-
         try:
             async with await psycopg.AsyncConnection.connect(
                 store.url, autocommit=True, connect_timeout=max(1, int(store._timeout))
             ) as conn:
                 await _migrate(conn, store.schema)
+                self.pipelined = conn.info.server_version >= 170000
         except psycopg.Error as e:
             raise _store_error(e, f"cannot open {store!r}") from e
+        settings = _SESSION + (_PIPELINE_SESSION if self.pipelined else "")
+        session = q.SQL("SET search_path TO {}; ").format(q.Identifier(store.schema)) + q.SQL(
+            settings
+        )
+
+        async def configure(conn: Conn) -> None:
+            await conn.execute(session)
+
         pool = AsyncConnectionPool(
             store.url,
             min_size=store._min,

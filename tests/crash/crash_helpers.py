@@ -46,14 +46,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class WorkerProcess:
-    """`crash_worker.py` running in a subprocess, its output kept in a file."""
+    """A worker script (`crash_worker.py` by default) running in a subprocess, its output
+    kept in a file."""
 
-    def __init__(self, name: str, args: Sequence[str | Path | int | float], directory: Path):
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str | Path | int | float],
+        directory: Path,
+        script: Path = SCRIPT,
+    ):
         self.name = name
         self.output = directory / f"{name}.out"
         with self.output.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, str(SCRIPT), *map(str, args)],
+                [sys.executable, str(script), *map(str, args)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
