@@ -289,11 +289,13 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _idle(self, notifier: Notifier, seen: int) -> None:
+    async def _idle(self, notifier: Notifier, seen: int, timers: bool = True) -> None:
         # `seen` is the notifier's version before the look for work that found nothing:
         # a notification that came during that look (or now) ends the wait at once.
+        # Due times are the orchestrations' (timers, delayed starts): the activity loop
+        # waits for a notification or the poll alone.
         timeout = self._poll
-        wake = await self.store.next_wake_time(self.id)
+        wake = await self.store.next_wake_time(self.id) if timers else None
         if wake is not None:
             timeout = max(0.0, min(timeout, (wake - self.store.clock()).total_seconds()))
         assert self._stopping is not None
@@ -537,7 +539,7 @@ class Worker:
             seen = store.activity_work.version
             items = await store.claim_activities(self.id, free, self._lease)
             if not items:
-                await self._idle(store.activity_work, seen)
+                await self._idle(store.activity_work, seen, timers=False)
                 continue
             for item in items:
                 task = asyncio.create_task(self._run_activity(item))

@@ -79,6 +79,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         sticky_owner    text                      -- the worker that decided it last
     );
     CREATE INDEX instances_wake ON instances (wake_at) WHERE wake_at IS NOT NULL;
+    CREATE INDEX instances_sticky ON instances (sticky_owner, wake_at) WHERE wake_at IS NOT NULL;
     CREATE INDEX instances_parent ON instances (parent_id) WHERE parent_id IS NOT NULL;
     CREATE INDEX instances_status ON instances (status, ord);
     CREATE INDEX instances_name ON instances (name, ord);
@@ -199,8 +200,9 @@ class Tx:
         self.lower_wake.clear()
         if lower:
             await self.c.execute(
-                "UPDATE instances AS i SET wake_at = LEAST(i.wake_at, w.due)"
-                " FROM unnest(%s::text[], %s::bigint[]) AS w(id, due) WHERE i.instance_id = w.id",
+                "UPDATE instances AS i SET wake_at = w.due"
+                " FROM unnest(%s::text[], %s::bigint[]) AS w(id, due) WHERE i.instance_id = w.id"
+                " AND (i.wake_at IS NULL OR i.wake_at > w.due)",
                 (list(lower), list(lower.values())),
             )
 
@@ -534,27 +536,20 @@ async def claim(
 ) -> list[OrchestrationWorkItem]:
     expires = tx.now + lease
     # An instance goes back to the worker that decided it last, which likely still has
-    # its orchestrator in memory (no history to load and replay); another worker takes
-    # it only once it has waited `sticky` microseconds (that worker is gone, or busy).
-    cur = await tx.c.execute(
-        "UPDATE instances AS i SET lease_owner = %(owner)s, lease_expires = %(expires)s"
-        " FROM (SELECT instance_id FROM instances WHERE wake_at <= %(now)s"
-        "       AND (lease_expires IS NULL OR lease_expires <= %(now)s"
-        "            OR lease_owner = %(owner)s)"
-        "       AND (sticky_owner IS NULL OR sticky_owner = %(owner)s"
-        "            OR wake_at <= %(unstick)s)"
-        "       ORDER BY wake_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS picked"
-        " WHERE i.instance_id = picked.instance_id"
-        " RETURNING i.instance_id, execution_id, name, history_length, status",
-        {
-            "owner": owner,
-            "expires": expires,
-            "now": tx.now,
-            "limit": limit,
-            "unstick": tx.now - sticky,
-        },
-    )
-    picked = await cur.fetchall()
+    # its orchestrator in memory (no history to load and replay). A worker takes its own
+    # instances first; it fills the rest of its batch with new ones and with those that
+    # waited `sticky` microseconds for another worker (gone, or busy).
+    args = {
+        "owner": owner,
+        "expires": expires,
+        "now": tx.now,
+        "limit": limit,
+        "unstick": tx.now - sticky,
+    }
+    picked = await _pick(tx, _MINE, args)
+    if len(picked) < limit:
+        args["limit"] = limit - len(picked)
+        picked += await _pick(tx, _OTHERS, args)
     if not picked:
         return []
     for iid, execution_id, _, length, status in picked:
@@ -610,6 +605,25 @@ async def claim(
         )
     await refresh_wakes(tx)
     return items
+
+
+_MINE: Final = "sticky_owner = %(owner)s"
+_OTHERS: Final = "(sticky_owner IS NULL OR (sticky_owner <> %(owner)s AND wake_at <= %(unstick)s))"
+
+
+async def _pick(tx: Tx, which: str, args: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Lease due instances that match `which` (`_MINE` or `_OTHERS`), oldest work first."""
+    cur = await tx.c.execute(
+        "UPDATE instances AS i SET lease_owner = %(owner)s, lease_expires = %(expires)s"  # noqa: S608 - `which` is one of two constants
+        " FROM (SELECT instance_id FROM instances WHERE wake_at <= %(now)s"
+        "       AND (lease_expires IS NULL OR lease_expires <= %(now)s"
+        f"            OR lease_owner = %(owner)s) AND {which}"
+        "       ORDER BY wake_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS picked"
+        " WHERE i.instance_id = picked.instance_id"
+        " RETURNING i.instance_id, execution_id, name, history_length, status",
+        args,
+    )
+    return await cur.fetchall()
 
 
 async def _release(tx: Tx, iid: str) -> None:
