@@ -77,7 +77,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         lease_owner     text,
         lease_expires   bigint,
         sticky_owner    text                      -- the worker that decided it last
-    );
+    ) WITH (fillfactor = 70);                     -- room for lease-only (HOT) updates
     CREATE INDEX instances_wake ON instances (wake_at) WHERE wake_at IS NOT NULL;
     CREATE INDEX instances_sticky ON instances (sticky_owner, wake_at) WHERE wake_at IS NOT NULL;
     CREATE INDEX instances_parent ON instances (parent_id) WHERE parent_id IS NOT NULL;
@@ -111,7 +111,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         lease_owner  text,
         input        text,
         UNIQUE (instance_id, execution_id, task_id)
-    );
+    ) WITH (fillfactor = 70);
     CREATE INDEX activities_ready ON activities (ready_at, id);
 
     CREATE TABLE flow_slots (
@@ -386,35 +386,38 @@ async def deliver(tx: Tx, message: Message) -> bool:
 _ANY, _STARTERS_ONLY, _REWIND_ONLY, _NOTHING = range(4)
 """Which of an instance's messages give it work: all, starts only, rewinds only, none."""
 
+_WAKES: Final = (
+    "m.instance_id = u.id AND (u.mode = 0 OR (u.mode = 1 AND m.kind = ANY(%(starters)s))"
+    " OR (u.mode = 2 AND m.kind = %(rewound)s))"
+)
+"""The messages that give instance `u.id` work, by its mode (see `_mode`)."""
+
+
+def _mode(row: _Row | None) -> int:
+    if row is None:
+        return _NOTHING
+    if row.status in _TERMINAL:
+        return _REWIND_ONLY if row.status == _FAILED else _NOTHING
+    return _STARTERS_ONLY if row.length == 0 else _ANY
+
 
 async def refresh_wakes(tx: Tx, not_before: dict[str, int] | None = None) -> None:
     """Recompute, in one statement, when each instance in `tx.wake` next has work."""
     await tx.flush()
     ids = sorted(tx.wake)
     tx.wake.clear()
-    modes, floors = [], []
-    for iid in ids:
-        row = tx.rows.get(iid)
-        if row is None:
-            mode = _NOTHING
-        elif row.status in _TERMINAL:
-            mode = _REWIND_ONLY if row.status == _FAILED else _NOTHING
-        else:
-            mode = _STARTERS_ONLY if row.length == 0 else _ANY
-        modes.append(mode)
-        floors.append((not_before or {}).get(iid, 0))
+    modes = [_mode(tx.rows.get(iid)) for iid in ids]
+    floors = [(not_before or {}).get(iid, 0) for iid in ids]
     if not ids:
         return
     # GREATEST ignores NULLs: no message must stay NULL (nothing to do), not the floor.
     await tx.c.execute(
-        "UPDATE instances AS i SET wake_at = ("
-        "  SELECT CASE WHEN MIN(v) IS NULL THEN NULL ELSE GREATEST(MIN(v), w.nb) END FROM ("
+        "UPDATE instances AS i SET wake_at = ("  # noqa: S608 - _WAKES is a constant
+        "  SELECT CASE WHEN MIN(v) IS NULL THEN NULL ELSE GREATEST(MIN(v), u.nb) END FROM ("
         "    SELECT COALESCE(m.visible_at, 0) AS v FROM messages AS m"
-        "    WHERE m.instance_id = w.id AND (w.mode = 0"
-        "      OR (w.mode = 1 AND m.kind = ANY(%(starters)s))"
-        "      OR (w.mode = 2 AND m.kind = %(rewound)s))) AS x)"
-        " FROM unnest(%(ids)s::text[], %(modes)s::integer[], %(nbs)s::bigint[]) AS w(id, mode, nb)"
-        " WHERE i.instance_id = w.id",
+        f"   WHERE {_WAKES}) AS x)"
+        " FROM unnest(%(ids)s::text[], %(modes)s::integer[], %(nbs)s::bigint[]) AS u(id, mode, nb)"
+        " WHERE i.instance_id = u.id",
         {
             "ids": ids,
             "modes": modes,
@@ -686,26 +689,13 @@ async def commit_all(
             for n, e in enumerate(commit.events)
         ],
     )
-    updates = []
     for commit in accepted:
-        iid = commit.item.instance_id
-        row = tx.rows[iid]
+        row = tx.rows[commit.item.instance_id]
         assert row is not None
+        if row.status != commit.status.value:  # what clients in other processes wait for
+            tx.notes.add("i")
         row.status = commit.status.value
         row.length = commit.item.history_length + len(commit.events)
-        row.lease_owner = row.lease_expires = None
-        failure = _FAILURE_ENCODER.encode(commit.failure) if commit.failure else None
-        updates.append((iid, row.status, commit.custom_status, commit.output, failure, row.length))
-    ids, statuses, customs, outputs, failures, lengths = _columns(updates)
-    await c.execute(
-        "UPDATE instances AS i SET status = u.s, custom_status = u.c, output = u.o,"
-        " failure = u.f, updated_at = %s, history_length = u.n, lease_owner = NULL,"
-        " lease_expires = NULL, sticky_owner = i.lease_owner"
-        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[],"
-        " %s::integer[]) AS u(id, s, c, o, f, n) WHERE i.instance_id = u.id",
-        (tx.now, ids, statuses, customs, outputs, failures, lengths),
-    )
-    tx.notes.add("i")
     work = [
         (commit.item.instance_id, commit.item.execution_id, a.task_id, a.name, a.attempt, a.input)
         for commit in accepted
@@ -725,21 +715,62 @@ async def commit_all(
     finished = []
     for commit in accepted:
         iid = commit.item.instance_id
+        tx.wake.add(iid)  # (recomputed below, with the rest of the row)
         for child in commit.children:
             await _start_child(tx, child)
         if commit.new_execution is not None:
             await _continue_as_new(tx, iid, commit.new_execution, commit.carried)
         elif commit.status.value in _TERMINAL and commit.status is not OrchestrationStatus.FAILED:
             finished.append(iid)
-        tx.wake.add(iid)
     if finished:
         await tx.flush()
         await c.execute("DELETE FROM messages WHERE instance_id = ANY(%s)", (finished,))
     for commit in accepted:
         for message in commit.messages:
             await deliver(tx, message)
+    await _write_outcomes(tx, accepted)
     await refresh_wakes(tx)
     return outcomes, bool(work)
+
+
+async def _write_outcomes(tx: Tx, accepted: Sequence[OrchestrationCommit]) -> None:
+    """The committed rows, last and in one statement: each decision's outcome, and when
+    its instance next has work, from the messages now waiting for it."""
+    await tx.flush()
+    updates = []
+    for commit in accepted:
+        iid = commit.item.instance_id
+        row = tx.rows[iid]
+        assert row is not None
+        row.lease_owner = row.lease_expires = None
+        fresh = commit.new_execution is not None  # a new execution has no outcome yet
+        failure = None if fresh or not commit.failure else _FAILURE_ENCODER.encode(commit.failure)
+        output = None if fresh else commit.output
+        updates.append(
+            (iid, row.status, commit.custom_status, output, failure, row.length, _mode(row))
+        )
+        tx.wake.discard(iid)
+    await tx.c.execute(
+        "UPDATE instances AS i SET status = u.s, custom_status = u.c, output = u.o,"  # noqa: S608 - _WAKES is a constant
+        " failure = u.f, updated_at = %(now)s, history_length = u.n, lease_owner = NULL,"
+        " lease_expires = NULL, sticky_owner = i.lease_owner, wake_at = ("
+        f"  SELECT MIN(COALESCE(m.visible_at, 0)) FROM messages AS m WHERE {_WAKES}"
+        " ) FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(customs)s::text[],"
+        " %(outputs)s::text[], %(failures)s::bytea[], %(lengths)s::integer[],"
+        " %(modes)s::integer[]) AS u(id, s, c, o, f, n, mode) WHERE i.instance_id = u.id",
+        {
+            "now": tx.now,
+            **dict(
+                zip(
+                    ("ids", "statuses", "customs", "outputs", "failures", "lengths", "modes"),
+                    _columns(updates),
+                    strict=True,
+                )
+            ),
+            "starters": sorted(_STARTER_KINDS),
+            "rewound": _REWOUND,
+        },
+    )
 
 
 async def _continue_as_new(
