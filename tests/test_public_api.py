@@ -10,6 +10,7 @@ from durable import task
 EXPECTED = {
     "task", "OrchestrationContext", "ActivityContext", "Task", "RetryPolicy", "when_all",
     "when_any", "Worker", "Client", "SyncClient", "Store", "MemoryStore", "SqliteStore",
+    "PostgresStore",
     "open_store", "EngineOptions", "ActivityLimit",
     "OrchestrationState", "OrchestrationStatus", "FailureDetails", "History", "HistoryEvent",
     "DurableError", "NonDeterminismError", "OrchestrationFailedError",
