@@ -37,7 +37,7 @@ from durable.store.base import (
     OrchestrationCommit,
     OrchestrationWorkItem,
     dt,
-    opt_dt,
+    state_from_row,
     us,
 )
 from durable.store.flow import flow_holder
@@ -312,30 +312,12 @@ def _refresh_wake(raw: Conn, iid: str, not_before: int = 0) -> None:
     raw.execute("UPDATE instances SET wake_at = ? WHERE instance_id = ?", (wake, iid))
 
 
-def _state(row: Sequence[Any]) -> OrchestrationState:
-    failure = _FAILURE_DECODER.decode(row[8]) if row[8] is not None else None
-    return OrchestrationState(
-        instance_id=row[0],
-        name=row[1],
-        runtime_status=OrchestrationStatus(row[2]),
-        created_at=dt(row[3]),
-        last_updated_at=dt(row[4]),
-        serialized_input=row[5],
-        serialized_output=row[6],
-        serialized_custom_status=row[7],
-        failure_details=failure,
-        parent_instance_id=row[9],
-        execution_id=row[10],
-        scheduled_start_at=opt_dt(row[11]),
-    )
-
-
 def get_state(raw: Conn, iid: str) -> OrchestrationState | None:
     row = raw.execute(
         f"SELECT {_STATE_COLUMNS} FROM {_STATE_TABLES} WHERE i.instance_id = ?",  # noqa: S608
         (iid,),
     ).fetchone()
-    return None if row is None else _state(row)
+    return None if row is None else state_from_row(row)
 
 
 def history(raw: Conn, iid: str, execution_id: str | None) -> list[HistoryEvent]:
@@ -381,7 +363,7 @@ def list_page(raw: Conn, q: InstanceQuery) -> InstancePage:
     ).fetchall()
     page = rows[: q.limit]
     return InstancePage(
-        instances=tuple(_state(r) for r in page),
+        instances=tuple(state_from_row(r) for r in page),
         next_token=str(page[-1][12]) if len(rows) > q.limit else None,
     )
 

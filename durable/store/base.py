@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import msgspec
 
@@ -444,3 +444,27 @@ class Store(Protocol):
     ) -> StreamRead:
         """Chunks with index > `after` (-1: from the start), oldest first."""
         ...
+
+
+_FAILURE_ROWS = msgspec.json.Decoder(FailureDetails)
+
+
+def state_from_row(row: Sequence[Any]) -> OrchestrationState:
+    """An `OrchestrationState` from the SQL stores' state columns, in their shared order:
+    instance_id, name, status, created_at, updated_at, input, output, custom_status,
+    failure (JSON), parent_id, execution_id, scheduled_start (times in `us`)."""
+    failure = _FAILURE_ROWS.decode(row[8]) if row[8] is not None else None
+    return OrchestrationState(
+        instance_id=row[0],
+        name=row[1],
+        runtime_status=OrchestrationStatus(row[2]),
+        created_at=dt(row[3]),
+        last_updated_at=dt(row[4]),
+        serialized_input=row[5],
+        serialized_output=row[6],
+        serialized_custom_status=row[7],
+        failure_details=failure,
+        parent_instance_id=row[9],
+        execution_id=row[10],
+        scheduled_start_at=opt_dt(row[11]),
+    )

@@ -31,9 +31,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from durable.core.errors import StoreBusyError, StoreError, StoreFullError
 from durable.core.events import FailureDetails, HistoryEvent
 from durable.core.state import OrchestrationState
+from durable.store import _postgres_activities as activities
 from durable.store import _postgres_flow as flow
 from durable.store import _postgres_sql as sql
-from durable.store._postgres_sql import SCHEMA_VERSION, Conn, Tx
+from durable.store._postgres_schema import MIGRATIONS, SCHEMA_VERSION
+from durable.store._postgres_sql import Conn, Tx
 from durable.store.base import (
     ActivityResult,
     ActivityWorkItem,
@@ -341,18 +343,18 @@ class PostgresStore:
     async def claim_activities(
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[ActivityWorkItem]:
-        return await self._write(sql.claim_activities, owner, limit, _micros(lease_seconds))
+        return await self._write(activities.claim_activities, owner, limit, _micros(lease_seconds))
 
     async def complete_activities(self, results: Sequence[ActivityResult]) -> None:
         if results:
-            await self._write(sql.complete_activities, results)
+            await self._write(activities.complete_activities, results)
             self._notify_local("o")
 
     async def abandon_activities(
         self, items: Sequence[ActivityWorkItem], retry_after: float = 0.0
     ) -> None:
         if items:
-            await self._write(sql.abandon_activities, items, _micros(retry_after))
+            await self._write(activities.abandon_activities, items, _micros(retry_after))
             self._notify_local("a")
 
     async def renew_leases(
@@ -363,7 +365,9 @@ class PostgresStore:
         lease_seconds: float,
     ) -> None:
         if instance_ids or activity_ids:
-            await self._write(sql.renew, owner, instance_ids, activity_ids, _micros(lease_seconds))
+            await self._write(
+                activities.renew, owner, instance_ids, activity_ids, _micros(lease_seconds)
+            )
 
     async def next_wake_time(self, owner: str | None = None) -> datetime | None:
         return opt_dt(await self._read(sql.next_wake, owner, self._sticky))
@@ -551,7 +555,7 @@ async def _migrate(conn: Conn, schema: str) -> None:
             )
             version = 0
         await conn.execute(q.SQL("SET LOCAL search_path TO {}").format(name))
-        for script in sql.MIGRATIONS[version:]:
+        for script in MIGRATIONS[version:]:
             await conn.execute(script.encode())
         await conn.execute("DELETE FROM schema_version")
         await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
