@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from durable.store._postgres_sql import Tx, deliver
-from durable.store.base import ActivityResult, ActivityWorkItem, Message
+from durable.store.base import ActivityResult, ActivityWorkItem, Message, activity_from_row
 from durable.store.flow import flow_holder
 
 
@@ -19,19 +19,7 @@ async def claim_activities(tx: Tx, owner: str, limit: int, lease: int) -> list[A
         {"owner": owner, "expires": tx.now + lease, "now": tx.now, "limit": limit},
     )
     rows = sorted(await cur.fetchall())
-    return [
-        ActivityWorkItem(
-            id=r[0],
-            instance_id=r[1],
-            execution_id=r[2],
-            task_id=r[3],
-            name=r[4],
-            input=r[5],
-            attempt=r[6],
-            lease_owner=owner,
-        )
-        for r in rows
-    ]
+    return [activity_from_row(r, owner) for r in rows]
 
 
 async def complete_activities(tx: Tx, results: Sequence[ActivityResult]) -> None:

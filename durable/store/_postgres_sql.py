@@ -42,7 +42,10 @@ from durable.store.base import (
     NewInstance,
     OrchestrationCommit,
     OrchestrationWorkItem,
+    claimable,
+    delivery,
     dt,
+    replaces,
     state_from_row,
     us,
 )
@@ -171,13 +174,8 @@ async def create(tx: Tx, instance: NewInstance) -> None:
     while True:
         row = await tx.row(iid)
         if row is not None:
-            if instance.rerun and (row.status not in _TERMINAL or row.status == _FAILED):
-                return  # running: it will report; failed: the rewind sent with it reaches it
-            if row.status not in _TERMINAL:
-                raise OrchestrationAlreadyExistsError(
-                    f"an orchestration with id {iid!r} already exists and is "
-                    f"{row.status}; pick another id, or wait for it to finish"
-                )
+            if not replaces(instance, row.status):
+                return
             await _delete(tx, [iid])
         if await _insert_instance(tx, instance):
             return
@@ -264,27 +262,20 @@ async def deliver(tx: Tx, message: Message) -> bool:
     row = await tx.row(iid)
     if row is None:
         return False
-    rewind = isinstance(event, ExecutionRewound)
-    if row.status in _TERMINAL:
-        if row.status != _FAILED:  # a failed instance keeps what arrives, for a rewind
-            return False
-    elif rewind:
-        return False  # only a failed instance can be rewound
-    if message.execution_id is not None and message.execution_id != row.execution_id:
+    fate = delivery(row.status, row.execution_id, row.length, message)
+    if fate == "drop":
         return False
     visible = None if message.visible_at is None else us(message.visible_at)
     _queue(tx, iid, event, visible)
-    if row.status in _TERMINAL and not rewind:
-        return True  # kept, but nothing to do until a rewind
-    if rewind:
+    if isinstance(event, ExecutionRewound):  # it runs again (its history says how)
         row.status = OrchestrationStatus.RUNNING.value
         await tx.c.execute(
             "UPDATE instances SET status = %s, failure = NULL, updated_at = %s"
             " WHERE instance_id = %s",
             (row.status, tx.now, iid),
         )
-    if row.length == 0 and row.status not in _TERMINAL and _kind(event) not in _STARTER_KINDS:
-        return True  # a delayed start: other messages wait for it (or a terminate)
+    if fate == "keep":
+        return True
     if row.sticky_owner not in tx.local:  # (None: anyone's) another process may take it
         tx.notes.add("o")
     due = visible if visible is not None else tx.now
@@ -459,13 +450,7 @@ async def claim(
     items: list[OrchestrationWorkItem] = []
     for iid, execution_id, name, length, status in picked:
         mine = found.get(iid, [])
-        kinds = {k for _, k, _ in mine}
-        claimable = bool(mine) and (
-            (status == _FAILED and _REWOUND in kinds)
-            if status in _TERMINAL
-            else (length > 0 or not kinds.isdisjoint(_STARTER_KINDS))
-        )
-        if not claimable:
+        if not claimable(status, length, {k for _, k, _ in mine}):
             await _release(tx, iid)  # nothing to do yet: sleep until there is
             tx.wake.add(iid)
             continue

@@ -36,7 +36,11 @@ from durable.store.base import (
     NewInstance,
     OrchestrationCommit,
     OrchestrationWorkItem,
+    activity_from_row,
+    claimable,
+    delivery,
     dt,
+    replaces,
     state_from_row,
     us,
 )
@@ -175,13 +179,8 @@ def create(raw: Conn, instance: NewInstance, now: int) -> None:
         "SELECT status FROM instances WHERE instance_id = ?", (start.instance_id,)
     ).fetchone()
     if row is not None:
-        if instance.rerun and (row[0] not in _TERMINAL or row[0] == _FAILED):
-            return  # running: it will report; failed: the rewind sent with it reaches it
-        if row[0] not in _TERMINAL:
-            raise OrchestrationAlreadyExistsError(
-                f"an orchestration with id {start.instance_id!r} already exists and is "
-                f"{row[0]}; pick another id, or wait for it to finish"
-            )
+        if not replaces(instance, row[0]):
+            return
         _delete(raw, [start.instance_id])
     visible = None if instance.visible_at is None else us(instance.visible_at)
     parent = start.parent
@@ -256,26 +255,18 @@ def _deliver(raw: Conn, message: Message, now: int) -> bool:
     if row is None:
         return False
     status, execution_id, length = row
-    rewind = isinstance(event, ExecutionRewound)
-    if status in _TERMINAL:
-        # A failed instance keeps what arrives, for a rewind to use; others drop it.
-        if status != _FAILED:
-            return False
-    elif rewind:
-        return False  # only a failed instance can be rewound
-    if message.execution_id is not None and message.execution_id != execution_id:
+    fate = delivery(status, execution_id, length, message)
+    if fate == "drop":
         return False
     visible = None if message.visible_at is None else us(message.visible_at)
     _insert_message(raw, iid, event, visible)
-    if status in _TERMINAL and not rewind:
-        return True  # kept, but nothing to do until a rewind
-    if rewind:  # it runs again from now on (its history says how, once replayed)
+    if isinstance(event, ExecutionRewound):  # it runs again (its history says how)
         raw.execute(
             "UPDATE instances SET status = ?, failure = NULL, updated_at = ? WHERE instance_id = ?",
             (OrchestrationStatus.RUNNING.value, now, iid),
         )
-    if length == 0 and status not in _TERMINAL and _kind(event) not in _STARTER_KINDS:
-        return True  # a delayed start: other messages wait for it (or a terminate)
+    if fate == "keep":
+        return True
     due = visible if visible is not None else 0
     raw.execute(
         "UPDATE instances SET wake_at = MIN(COALESCE(wake_at, ?), ?) WHERE instance_id = ?",
@@ -429,13 +420,7 @@ def claim(raw: Conn, owner: str, limit: int, now: int, expires: int) -> list[Orc
             " AND COALESCE(visible_at, 0) <= ? ORDER BY id",
             (iid, now),
         ).fetchall()
-        kinds = {k for _, k, _ in found}
-        claimable = bool(found) and (
-            (status == _FAILED and _REWOUND in kinds)
-            if status in _TERMINAL
-            else (length > 0 or not kinds.isdisjoint(_STARTER_KINDS))
-        )
-        if not claimable:
+        if not claimable(status, length, {k for _, k, _ in found}):
             _refresh_wake(raw, iid)  # nothing to do yet: sleep until there is
             continue
         try:
@@ -633,19 +618,7 @@ def claim_activities(
         "UPDATE activities SET lease_owner = ?, ready_at = ? WHERE id = ?",
         [(owner, expires, r[0]) for r in rows],
     )
-    return [
-        ActivityWorkItem(
-            id=r[0],
-            instance_id=r[1],
-            execution_id=r[2],
-            task_id=r[3],
-            name=r[4],
-            input=r[5],
-            attempt=r[6],
-            lease_owner=owner,
-        )
-        for r in rows
-    ]
+    return [activity_from_row(r, owner) for r in rows]
 
 
 def complete_activities(raw: Conn, results: Sequence[ActivityResult], now: int) -> None:

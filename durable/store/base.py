@@ -6,11 +6,12 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 import msgspec
 
 from durable.core.commands import ScheduleActivity
+from durable.core.errors import OrchestrationAlreadyExistsError
 from durable.core.events import (
     EventRaised,
     ExecutionResumed,
@@ -467,4 +468,75 @@ def state_from_row(row: Sequence[Any]) -> OrchestrationState:
         parent_instance_id=row[9],
         execution_id=row[10],
         scheduled_start_at=opt_dt(row[11]),
+    )
+
+
+# -- the rules every SQL store applies (rows hold statuses and message kinds by name) -------
+
+_TERMINAL_NAMES: Final = frozenset(s.value for s in OrchestrationStatus if s.is_terminal)
+_FAILED_NAME: Final = OrchestrationStatus.FAILED.value
+_STARTER_NAMES: Final = frozenset(c.__name__ for c in STARTERS)
+_REWOUND_NAME: Final = ExecutionRewound.__name__
+
+Delivery = Literal["drop", "keep", "wake"]
+
+
+def delivery(status: str, execution_id: str, length: int, message: Message) -> Delivery:
+    """What becomes of `message` at an instance with this status, execution and history
+    length: "drop" it, "keep" it (stored; no work for the instance yet), or "wake" the
+    instance (stored; it has work). A rewind that is kept makes the failed instance
+    RUNNING again: the caller writes that."""
+    terminal = status in _TERMINAL_NAMES
+    rewind = isinstance(message.event, ExecutionRewound)
+    if (terminal and status != _FAILED_NAME) or (rewind and not terminal):
+        return "drop"  # a failed instance keeps what arrives, for a rewind; only it rewinds
+    if message.execution_id is not None and message.execution_id != execution_id:
+        return "drop"
+    if terminal and not rewind:
+        return "keep"  # nothing to do until a rewind
+    if length == 0 and not isinstance(message.event, STARTERS):
+        return "keep"  # a delayed start: other messages wait for it (or a terminate)
+    return "wake"
+
+
+def claimable(status: str, length: int, kinds: set[str]) -> bool:
+    """Whether an instance whose visible messages have these kinds has work to decide."""
+    if not kinds:
+        return False
+    if status in _TERMINAL_NAMES:
+        return status == _FAILED_NAME and _REWOUND_NAME in kinds
+    return length > 0 or not kinds.isdisjoint(_STARTER_NAMES)
+
+
+def replaces(instance: NewInstance, status: str) -> bool:
+    """Creating `instance` over one with this status: True to replace it (it finished),
+    False to leave it be (a rerun finds it running, or failed: the rewind sent with the
+    rerun reaches it).
+
+    Raises:
+        OrchestrationAlreadyExistsError: it has not finished.
+    """
+    terminal = status in _TERMINAL_NAMES
+    if instance.rerun and (not terminal or status == _FAILED_NAME):
+        return False
+    if not terminal:
+        raise OrchestrationAlreadyExistsError(
+            f"an orchestration with id {instance.start.instance_id!r} already exists and is "
+            f"{status}; pick another id, or wait for it to finish"
+        )
+    return True
+
+
+def activity_from_row(row: Sequence[Any], owner: str) -> ActivityWorkItem:
+    """An activity work item from the SQL stores' columns: id, instance_id, execution_id,
+    task_id, name, input, attempt."""
+    return ActivityWorkItem(
+        id=row[0],
+        instance_id=row[1],
+        execution_id=row[2],
+        task_id=row[3],
+        name=row[4],
+        input=row[5],
+        attempt=row[6],
+        lease_owner=owner,
     )
