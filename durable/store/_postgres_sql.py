@@ -670,9 +670,9 @@ async def _continue_as_new(
         0,
     )
     await c.execute(
-        "UPDATE instances SET execution_id = %s, status = %s, history_length = 0, output = NULL,"
-        " failure = NULL, input = %s WHERE instance_id = %s",
-        (start.execution_id, row.status, start.input, iid),
+        # (its status, length, output and failure are written with the commit's outcome)
+        "UPDATE instances SET execution_id = %s, input = %s WHERE instance_id = %s",
+        (start.execution_id, start.input, iid),
     )
     _queue(tx, iid, start, None)
     for m in carried:

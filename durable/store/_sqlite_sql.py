@@ -160,7 +160,6 @@ _REWOUND = ExecutionRewound.__name__
 
 _FAILURE_ENCODER = msgspec.json.Encoder()
 _FAILURE_DECODER = msgspec.json.Decoder(FailureDetails)
-_START_DECODER = msgspec.json.Decoder(ExecutionStarted)
 
 _STATE_COLUMNS = (
     "i.instance_id, name, status, created_at, updated_at, p.input, output, custom_status, "
