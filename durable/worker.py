@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +58,7 @@ from durable.core.state import OrchestrationStatus
 from durable.limits import ActivityLimit
 from durable.store.base import (
     ActivityResult,
+    ActivityTake,
     ActivityWorkItem,
     Message,
     NewInstance,
@@ -142,6 +143,8 @@ class Worker:
         self._grace = shutdown_grace
         self._blocked: dict[str, _Blocked] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._reserved = 0
+        """Activity slots held for claims and commits in flight (what they lease runs)."""
         self._results: list[ActivityResult] = []
         self._recording: list[ActivityResult] = []
         self._results_ready: asyncio.Event | None = None
@@ -340,8 +343,17 @@ class Worker:
         at once (a release could fail the same way), and decides them afresh.
         """
         committing_at = time.time()
+        # The activities these decisions schedule run here at once, as many as there are
+        # free slots: leased in the commit, they need no claim (nor a wait for one).
+        take = None
+        running = self._stopping is not None and not self._stopping.is_set()
+        if running and any(c.activities for c in commits):
+            free = self._free_slots()
+            if free > 0:
+                take = ActivityTake(owner=self.id, limit=free, lease_seconds=self._lease)
+                self._reserved += free
         try:
-            outcomes = await self.store.commit_orchestrations(commits)
+            outcomes = await self.store.commit_orchestrations(commits, take=take)
         except StoreError as e:
             if isinstance(e, StoreFullError) and len(commits) > 1:
                 # One large decision may be what does not fit: the others may.
@@ -351,6 +363,16 @@ class Worker:
             for commit in commits:
                 self._cache.pop(commit.item.instance_id, None)
             return False
+        finally:
+            if take is not None:
+                self._reserved -= take.limit
+                if self._slot_free is not None:
+                    self._slot_free.set()
+        if take is not None and take.items:
+            if self._stopping is None or self._stopping.is_set():  # others may run them
+                await self.store.abandon_activities(take.items)
+            else:
+                self._start_activities(take.items)
         traced = decisions_log.isEnabledFor(logging.DEBUG)
         for commit, outcome in zip(commits, outcomes, strict=True):
             if outcome is not None:
@@ -531,20 +553,30 @@ class Worker:
         assert self._stopping is not None and self._slot_free is not None
         store = self.store
         while not self._stopping.is_set():
-            free = self._max_activities - len(self._running)
+            free = self._free_slots()
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
             seen = store.activity_work.version
-            items = await store.claim_activities(self.id, free, self._lease)
+            self._reserved += free
+            try:
+                items = await store.claim_activities(self.id, free, self._lease)
+            finally:
+                self._reserved -= free
             if not items:
                 await self._idle(store.activity_work, seen, timers=False)
                 continue
-            for item in items:
-                task = asyncio.create_task(self._run_activity(item))
-                self._running[item.id] = task
-                task.add_done_callback(functools.partial(self._activity_done, item.id))
+            self._start_activities(items)
+
+    def _free_slots(self) -> int:
+        return self._max_activities - len(self._running) - self._reserved
+
+    def _start_activities(self, items: Sequence[ActivityWorkItem]) -> None:
+        for item in items:
+            task = asyncio.create_task(self._run_activity(item))
+            self._running[item.id] = task
+            task.add_done_callback(functools.partial(self._activity_done, item.id))
 
     def _activity_done(self, activity_id: int, _: object) -> None:
         self._running.pop(activity_id, None)

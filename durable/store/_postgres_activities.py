@@ -11,8 +11,11 @@ from durable.store.flow import flow_holder
 
 async def claim_activities(tx: Tx, owner: str, limit: int, lease: int) -> list[ActivityWorkItem]:
     cur = await tx.c.execute(
-        "UPDATE activities AS a SET lease_owner = %(owner)s, ready_at = %(expires)s"
+        # (the lease is not indexed, so that the claim rewrites the row in place: the
+        # few leased rows of the ready index are passed over)
+        "UPDATE activities AS a SET lease_owner = %(owner)s, lease_until = %(expires)s"
         " FROM (SELECT id FROM activities WHERE ready_at <= %(now)s"
+        "       AND (lease_until IS NULL OR lease_until <= %(now)s)"
         "       ORDER BY ready_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS picked"
         " WHERE a.id = picked.id"
         " RETURNING a.id, instance_id, execution_id, task_id, name, input, attempt",
@@ -28,7 +31,7 @@ async def complete_activities(tx: Tx, results: Sequence[ActivityResult]) -> None
     unique = list({r.item.id: r for r in reversed(results)}.values())[::-1]
     await tx.lock(r.item.instance_id for r in unique)
     cur = await tx.c.execute(
-        "DELETE FROM activities WHERE id = ANY(%s) RETURNING id", ([r.item.id for r in unique],)
+        "DELETE FROM activities WHERE id = ANY(%b) RETURNING id", ([r.item.id for r in unique],)
     )
     done = {r[0] for r in await cur.fetchall()}  # the rest: another worker completed them
     for result in unique:
@@ -49,7 +52,7 @@ async def abandon_activities(tx: Tx, items: Sequence[ActivityWorkItem], delay: i
     tx.notes.add("a")
     async with tx.c.cursor() as many:
         await many.executemany(
-            "UPDATE activities SET lease_owner = NULL, ready_at = %s"
+            "UPDATE activities SET lease_owner = NULL, lease_until = NULL, ready_at = %s"
             " WHERE id = %s AND lease_owner = %s",
             [(ready_at, i.id, i.lease_owner) for i in items],
         )
@@ -62,15 +65,15 @@ async def renew(
     if instance_ids:
         await c.execute(
             "UPDATE instances SET lease_expires = %s"
-            " WHERE instance_id = ANY(%s) AND lease_owner = %s",
+            " WHERE instance_id = ANY(%b) AND lease_owner = %s",
             (expires, list(instance_ids), owner),
         )
     if activity_ids:
         await c.execute(
-            "UPDATE activities SET ready_at = %s WHERE id = ANY(%s) AND lease_owner = %s",
+            "UPDATE activities SET lease_until = %s WHERE id = ANY(%b) AND lease_owner = %s",
             (expires, list(activity_ids), owner),
         )
         await c.execute(
-            "UPDATE flow_slots SET expires = %s WHERE holder = ANY(%s)",
+            "UPDATE flow_slots SET expires = %s WHERE holder = ANY(%b)",
             (expires, [flow_holder(i, owner) for i in activity_ids]),
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, TypeAlias, cast
 
 import msgspec
 import psycopg
@@ -36,12 +36,14 @@ from durable.core.state import OrchestrationState, OrchestrationStatus
 from durable.store.base import (
     INSTANCE_MESSAGES,
     STARTERS,
+    ActivityTake,
     InstancePage,
     InstanceQuery,
     Message,
     NewInstance,
     OrchestrationCommit,
     OrchestrationWorkItem,
+    activity_from_row,
     claimable,
     delivery,
     dt,
@@ -56,7 +58,6 @@ _TERMINAL = frozenset(s.value for s in OrchestrationStatus if s.is_terminal)
 _FAILED = OrchestrationStatus.FAILED.value
 _INSTANCE_KINDS = [c.__name__ for c in INSTANCE_MESSAGES]
 _STARTER_KINDS = frozenset(c.__name__ for c in STARTERS)
-_REWOUND = ExecutionRewound.__name__
 
 _FAILURE_ENCODER = msgspec.json.Encoder()
 _FAILURE_DECODER = msgspec.json.Decoder(FailureDetails)
@@ -88,34 +89,22 @@ class Tx:
     local: frozenset[str] = frozenset()
     """The workers of this process: work that sticks to one of them needs no NOTIFY."""
     rows: dict[str, _Row | None] = field(default_factory=dict)
-    wake: set[str] = field(default_factory=set)
-    """Instances whose wake time must be recomputed before the commit."""
     notes: set[str] = field(default_factory=set)
     """What other processes are told at the commit (`Notes`)."""
-    pending: list[tuple[str, str, int | None, bytes]] = field(default_factory=list)
-    """Messages to insert, in order: (instance, kind, visible at, event)."""
-    lower_wake: dict[str, int] = field(default_factory=dict)
-    """Instances that have work by the given time (at the latest)."""
+    pending: list[tuple[str, str, int, bool, bytes]] = field(default_factory=list)
+    """Messages to insert, in order: (instance, kind, visible at, wakes, event)."""
 
     async def flush(self) -> None:
-        """Write the buffered messages and wake times: call before reading messages."""
+        """Write the buffered messages: call before reading or changing messages."""
         if self.pending:
             columns = _columns(self.pending)
             self.pending.clear()
             await self.c.execute(
-                "INSERT INTO messages (instance_id, kind, visible_at, event)"
-                " SELECT i, k, v, e FROM unnest(%s::text[], %s::text[], %s::bigint[],"
-                " %s::bytea[]) WITH ORDINALITY AS m(i, k, v, e, n) ORDER BY n",
+                "INSERT INTO messages (instance_id, kind, visible_at, wakes, event)"
+                " SELECT i, k, v, w, e FROM unnest(%b::text[], %b::text[], %b::bigint[],"
+                " %b::boolean[], %b::bytea[]) WITH ORDINALITY AS m(i, k, v, w, e, n)"
+                " ORDER BY n",
                 columns,
-            )
-        lower = {i: due for i, due in self.lower_wake.items() if i not in self.wake}
-        self.lower_wake.clear()
-        if lower:
-            await self.c.execute(
-                "UPDATE instances AS i SET wake_at = w.due"
-                " FROM unnest(%s::text[], %s::bigint[]) AS w(id, due) WHERE i.instance_id = w.id"
-                " AND (i.wake_at IS NULL OR i.wake_at > w.due)",
-                (list(lower), list(lower.values())),
             )
 
     async def lock(self, ids: Iterable[str]) -> None:
@@ -132,7 +121,7 @@ class Tx:
                 return
             cur = await self.c.execute(
                 "SELECT instance_id, status, execution_id, history_length, lease_owner,"
-                " lease_expires, sticky_owner FROM instances WHERE instance_id = ANY(%s)"
+                " lease_expires, sticky_owner FROM instances WHERE instance_id = ANY(%b)"
                 " ORDER BY instance_id FOR NO KEY UPDATE",
                 (todo,),
             )
@@ -142,7 +131,7 @@ class Tx:
             if not missing:
                 return
             cur = await self.c.execute(
-                "SELECT instance_id FROM instances WHERE instance_id = ANY(%s)", (missing,)
+                "SELECT instance_id FROM instances WHERE instance_id = ANY(%b)", (missing,)
             )
             todo = sorted(r[0] for r in await cur.fetchall())
             for iid in missing:
@@ -190,8 +179,8 @@ async def _insert_instance(tx: Tx, instance: NewInstance) -> bool:
     status = OrchestrationStatus.RUNNING if forked else OrchestrationStatus.PENDING
     cur = await tx.c.execute(
         "INSERT INTO instances (instance_id, name, execution_id, parent_id, status,"
-        " created_at, updated_at, scheduled_start, input, history_length, wake_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " created_at, updated_at, scheduled_start, input, history_length)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (instance_id) DO NOTHING RETURNING 1",
         (
             iid,
@@ -204,7 +193,6 @@ async def _insert_instance(tx: Tx, instance: NewInstance) -> bool:
             visible,
             start.input,
             len(instance.history),
-            tx.now if visible is None else visible,
         ),
     )
     if await cur.fetchone() is None:
@@ -216,7 +204,7 @@ async def _insert_instance(tx: Tx, instance: NewInstance) -> bool:
             tx, [(iid, n, encode_event(e)) for n, e in enumerate(instance.history)]
         )
     first = instance.resume if forked and instance.resume is not None else start
-    _queue(tx, iid, first, visible)
+    _queue(tx, iid, first, visible, wakes=True)
     return True
 
 
@@ -224,7 +212,7 @@ async def _insert_history(tx: Tx, rows: Sequence[tuple[str, int, bytes]]) -> Non
     if rows:
         await tx.c.execute(
             "INSERT INTO history (instance_id, seq, event)"
-            " SELECT * FROM unnest(%s::text[], %s::integer[], %s::bytea[])",
+            " SELECT * FROM unnest(%b::text[], %b::integer[], %b::bytea[])",
             _columns(rows),
         )
 
@@ -233,19 +221,18 @@ async def _delete(tx: Tx, ids: Sequence[str]) -> None:
     await tx.flush()
     for table in ("history", "messages", "activities", "streams", "instances"):
         await tx.c.execute(
-            f"DELETE FROM {table} WHERE instance_id = ANY(%s)",  # noqa: S608
+            f"DELETE FROM {table} WHERE instance_id = ANY(%b)",  # noqa: S608
             (list(ids),),
         )
     for iid in ids:
         tx.rows[iid] = None
-        tx.wake.discard(iid)
 
 
-def _queue(tx: Tx, iid: str, event: InboundEvent, visible: int | None) -> None:
+def _queue(tx: Tx, iid: str, event: InboundEvent, visible: int | None, *, wakes: bool) -> None:
     # A message for now is visible from now: its time says how long it has waited
     # (which decides when a worker other than the sticky one may take it).
     at = tx.now if visible is None else visible
-    tx.pending.append((iid, _kind(event), at, encode_event(event)))
+    tx.pending.append((iid, _kind(event), at, wakes, encode_event(event)))
 
 
 async def send(tx: Tx, message: Message) -> None:
@@ -266,7 +253,7 @@ async def deliver(tx: Tx, message: Message) -> bool:
     if fate == "drop":
         return False
     visible = None if message.visible_at is None else us(message.visible_at)
-    _queue(tx, iid, event, visible)
+    _queue(tx, iid, event, visible, wakes=fate == "wake")
     if isinstance(event, ExecutionRewound):  # it runs again (its history says how)
         row.status = OrchestrationStatus.RUNNING.value
         await tx.c.execute(
@@ -274,58 +261,28 @@ async def deliver(tx: Tx, message: Message) -> bool:
             " WHERE instance_id = %s",
             (row.status, tx.now, iid),
         )
+        await _set_wakes(tx, [iid], True)  # what it kept while failed is work again
     if fate == "keep":
         return True
     if row.sticky_owner not in tx.local:  # (None: anyone's) another process may take it
         tx.notes.add("o")
-    due = visible if visible is not None else tx.now
-    tx.lower_wake[iid] = min(due, tx.lower_wake.get(iid, due))
+    due = tx.now if visible is None else visible
+    if row.lease_owner is None and row.lease_expires is not None and row.lease_expires > due:
+        row.lease_expires = due  # held back (see `abandon`): new work ends that by its time
+        await tx.c.execute(
+            "UPDATE instances SET lease_expires = %s WHERE instance_id = %s", (due, iid)
+        )
     return True
 
 
-_ANY, _STARTERS_ONLY, _REWIND_ONLY, _NOTHING = range(4)
-"""Which of an instance's messages give it work: all, starts only, rewinds only, none."""
-
-_WAKES: Final = (
-    "m.instance_id = u.id AND (u.mode = 0 OR (u.mode = 1 AND m.kind = ANY(%(starters)s))"
-    " OR (u.mode = 2 AND m.kind = %(rewound)s))"
-)
-"""The messages that give instance `u.id` work, by its mode (see `_mode`)."""
-
-
-def _mode(row: _Row | None) -> int:
-    if row is None:
-        return _NOTHING
-    if row.status in _TERMINAL:
-        return _REWIND_ONLY if row.status == _FAILED else _NOTHING
-    return _STARTERS_ONLY if row.length == 0 else _ANY
-
-
-async def refresh_wakes(tx: Tx, not_before: dict[str, int] | None = None) -> None:
-    """Recompute, in one statement, when each instance in `tx.wake` next has work."""
-    await tx.flush()
-    ids = sorted(tx.wake)
-    tx.wake.clear()
-    modes = [_mode(tx.rows.get(iid)) for iid in ids]
-    floors = [(not_before or {}).get(iid, 0) for iid in ids]
-    if not ids:
-        return
-    # GREATEST ignores NULLs: no message must stay NULL (nothing to do), not the floor.
-    await tx.c.execute(
-        "UPDATE instances AS i SET wake_at = ("  # noqa: S608 - _WAKES is a constant
-        "  SELECT CASE WHEN MIN(v) IS NULL THEN NULL ELSE GREATEST(MIN(v), u.nb) END FROM ("
-        "    SELECT COALESCE(m.visible_at, 0) AS v FROM messages AS m"
-        f"   WHERE {_WAKES}) AS x)"
-        " FROM unnest(%(ids)s::text[], %(modes)s::integer[], %(nbs)s::bigint[]) AS u(id, mode, nb)"
-        " WHERE i.instance_id = u.id",
-        {
-            "ids": ids,
-            "modes": modes,
-            "nbs": floors,
-            "starters": sorted(_STARTER_KINDS),
-            "rewound": _REWOUND,
-        },
-    )
+async def _set_wakes(tx: Tx, ids: Sequence[str], wakes: bool) -> None:
+    """Make every message of `ids` give its instance work (or none): its mode changed."""
+    if ids:
+        await tx.flush()
+        await tx.c.execute(
+            "UPDATE messages SET wakes = %s WHERE instance_id = ANY(%b) AND wakes <> %s",
+            (wakes, list(ids), wakes),
+        )
 
 
 async def get_state(c: Conn, iid: str) -> OrchestrationState | None:
@@ -361,7 +318,7 @@ async def list_page(c: Conn, q: InstanceQuery) -> InstancePage:
     where = ["ord > %s"]
     args: list[Any] = [int(q.after) if q.after else 0]
     if q.statuses:
-        where.append("status = ANY(%s)")
+        where.append("status = ANY(%b)")
         args.append([s.value for s in q.statuses])
     if q.name is not None:
         where.append("name = %s")
@@ -406,7 +363,7 @@ async def purge(tx: Tx, ids: list[str], recursive: bool) -> int:
             found.append(iid)
         if recursive and batch:
             cur = await tx.c.execute(
-                "SELECT instance_id FROM instances WHERE parent_id = ANY(%s)", (batch,)
+                "SELECT instance_id FROM instances WHERE parent_id = ANY(%b)", (batch,)
             )
             queue = [r[0] for r in await cur.fetchall()]
     await _delete(tx, found)
@@ -419,29 +376,47 @@ async def purge(tx: Tx, ids: list[str], recursive: bool) -> int:
 async def claim(
     tx: Tx, owner: str, limit: int, lease: int, sticky: int
 ) -> list[OrchestrationWorkItem]:
-    expires = tx.now + lease
     # An instance goes back to the worker that decided it last, which likely still has
-    # its orchestrator in memory (no history to load and replay). A worker takes its own
-    # instances first; it fills the rest of its batch with new ones and with those that
-    # waited `sticky` microseconds for another worker (gone, or busy).
-    args = {
-        "owner": owner,
-        "expires": expires,
-        "now": tx.now,
-        "limit": limit,
-        "unstick": tx.now - sticky,
-    }
-    picked = await _pick(tx, _MINE, args)
-    if len(picked) < limit:
-        args["limit"] = limit - len(picked)
-        picked += await _pick(tx, _OTHERS, args)
+    # its orchestrator in memory (no history to load and replay): a worker takes its
+    # own instances and new ones, oldest work first, and another's only once that work
+    # waited `sticky` microseconds for it (gone, or busy).
+    #
+    # Due messages are read in wake-index order as the nested loop asks for them (the
+    # plan this needs: a sort would read every due message), and each one's instance
+    # is looked up and locked by a lateral subquery that is not merged into a join (it
+    # locks), so that rows are locked only as the limit asks for them. An instance with
+    # several due messages may come more than once: it is leased once.
+    await tx.c.execute("SET LOCAL enable_sort = off")
+    cur = await tx.c.execute(
+        "UPDATE instances AS i SET lease_owner = %(owner)s, lease_expires = %(expires)s"
+        " FROM (SELECT j.instance_id FROM"
+        "   (SELECT instance_id, visible_at FROM messages WHERE wakes"
+        "    AND visible_at <= %(now)s ORDER BY visible_at OFFSET 0) AS m,"
+        "   LATERAL (SELECT instance_id FROM instances WHERE instance_id = m.instance_id"
+        "    AND (lease_expires IS NULL OR lease_expires <= %(now)s OR lease_owner = %(owner)s)"
+        "    AND (sticky_owner IS NULL OR sticky_owner = %(owner)s"
+        "         OR m.visible_at <= %(unstick)s)"
+        "    FOR NO KEY UPDATE SKIP LOCKED) AS j"
+        "   LIMIT %(limit)s) AS picked"
+        " WHERE i.instance_id = picked.instance_id"
+        " RETURNING i.instance_id, execution_id, name, history_length, status",
+        {
+            "owner": owner,
+            "expires": tx.now + lease,
+            "now": tx.now,
+            "limit": limit,
+            "unstick": tx.now - sticky,
+        },
+    )
+    picked = await cur.fetchall()
+    await tx.c.execute("SET LOCAL enable_sort = on")
     if not picked:
         return []
     for iid, execution_id, _, length, status in picked:
-        tx.rows[iid] = _Row(status, execution_id, length, owner, expires)
+        tx.rows[iid] = _Row(status, execution_id, length, owner, tx.now + lease)
     cur = await tx.c.execute(
-        "SELECT instance_id, id, kind, event FROM messages WHERE instance_id = ANY(%s)"
-        " AND COALESCE(visible_at, 0) <= %s ORDER BY id",
+        "SELECT instance_id, id, kind, event FROM messages WHERE instance_id = ANY(%b)"
+        " AND visible_at <= %s ORDER BY id",
         ([p[0] for p in picked], tx.now),
     )
     found: dict[str, list[tuple[int, str, bytes]]] = {}
@@ -451,8 +426,14 @@ async def claim(
     for iid, execution_id, name, length, status in picked:
         mine = found.get(iid, [])
         if not claimable(status, length, {k for _, k, _ in mine}):
-            await _release(tx, iid)  # nothing to do yet: sleep until there is
-            tx.wake.add(iid)
+            # (not reached while `wakes` is kept right; should it not be, the messages
+            # that woke the instance are put right, so that no claim takes it in vain)
+            await _release(tx, iid)
+            await tx.c.execute(
+                "UPDATE messages SET wakes = false WHERE instance_id = %s"
+                " AND visible_at <= %s AND wakes",
+                (iid, tx.now),
+            )
             continue
         try:
             messages = tuple(cast(InboundEvent, decode_event(e)) for _, _, e in mine)
@@ -461,8 +442,9 @@ async def claim(
                 f"a message to orchestration {iid!r} cannot be decoded: {e}"
             )
             await tx.c.execute(
-                "UPDATE instances SET failure = %s, updated_at = %s, wake_at = %s,"
-                " lease_owner = NULL, lease_expires = NULL WHERE instance_id = %s",
+                # (held back a minute, by a lease that no worker holds)
+                "UPDATE instances SET failure = %s, updated_at = %s, lease_expires = %s,"
+                " lease_owner = NULL WHERE instance_id = %s",
                 (
                     _FAILURE_ENCODER.encode(FailureDetails.from_exception(error)),
                     tx.now,
@@ -482,27 +464,7 @@ async def claim(
                 lease_owner=owner,
             )
         )
-    await refresh_wakes(tx)
     return items
-
-
-_MINE: Final = "sticky_owner = %(owner)s"
-_OTHERS: Final = "(sticky_owner IS NULL OR (sticky_owner <> %(owner)s AND wake_at <= %(unstick)s))"
-
-
-async def _pick(tx: Tx, which: str, args: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Lease due instances that match `which` (`_MINE` or `_OTHERS`), oldest work first."""
-    cur = await tx.c.execute(
-        "UPDATE instances AS i SET lease_owner = %(owner)s, lease_expires = %(expires)s"  # noqa: S608 - `which` is one of two constants
-        " FROM (SELECT instance_id FROM instances WHERE wake_at <= %(now)s"
-        "       AND (lease_expires IS NULL OR lease_expires <= %(now)s"
-        f"            OR lease_owner = %(owner)s) AND {which}"
-        "       ORDER BY wake_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS picked"
-        " WHERE i.instance_id = picked.instance_id"
-        " RETURNING i.instance_id, execution_id, name, history_length, status",
-        args,
-    )
-    return await cur.fetchall()
 
 
 async def _release(tx: Tx, iid: str) -> None:
@@ -526,9 +488,14 @@ def _touched(commit: OrchestrationCommit) -> list[str]:
 
 
 async def commit_all(
-    tx: Tx, commits: Sequence[OrchestrationCommit]
+    tx: Tx, commits: Sequence[OrchestrationCommit], take: ActivityTake | None
 ) -> tuple[list[Exception | None], bool]:
-    """Commit many decisions in a few set-wide statements; a stale one is rejected alone."""
+    """Commit many decisions in a few set-wide statements; a stale one is rejected alone.
+
+    Returns the outcomes, and whether activities were queued for any worker to claim.
+    """
+    if take is not None:
+        take.items.clear()  # (what an attempt that was rolled back leased is not leased)
     await tx.lock(i for c in commits for i in _touched(c))
     outcomes: list[Exception | None] = []
     accepted: list[OrchestrationCommit] = []
@@ -556,7 +523,7 @@ async def commit_all(
     c = tx.c
     consumed = [m for commit in accepted for m in commit.item.message_ids]
     if consumed:
-        await c.execute("DELETE FROM messages WHERE id = ANY(%s)", (consumed,))
+        await c.execute("DELETE FROM messages WHERE id = ANY(%b)", (consumed,))
     await _insert_history(
         tx,
         [
@@ -577,41 +544,64 @@ async def commit_all(
         for commit in accepted
         for a in commit.activities
     ]
-    if work:
-        tx.notes.add("a")
-        cols = _columns(work)
-        await c.execute(
-            "INSERT INTO activities (instance_id, execution_id, task_id, name, attempt,"
-            " ready_at, input)"
-            " SELECT i, e, t, n, a, %s, p FROM unnest(%s::text[], %s::text[], %s::integer[],"
-            " %s::text[], %s::integer[], %s::text[]) AS w(i, e, t, n, a, p)"
-            " ON CONFLICT (instance_id, execution_id, task_id) DO NOTHING",
-            (tx.now, *cols),
-        )
-    finished = []
+    queued = await _insert_activities(tx, work, take)
+    finished, failed, started = [], [], []
     for commit in accepted:
         iid = commit.item.instance_id
-        tx.wake.add(iid)  # (recomputed below, with the rest of the row)
         for child in commit.children:
             await _start_child(tx, child)
         if commit.new_execution is not None:
             await _continue_as_new(tx, iid, commit.new_execution, commit.carried)
-        elif commit.status.value in _TERMINAL and commit.status is not OrchestrationStatus.FAILED:
+        elif commit.status is OrchestrationStatus.FAILED:
+            failed.append(iid)  # what it keeps waits for a rewind
+        elif commit.status.value in _TERMINAL:
             finished.append(iid)
+        elif commit.item.history_length == 0 and commit.events:
+            started.append(iid)  # what waited for its start is work now
     if finished:
         await tx.flush()
-        await c.execute("DELETE FROM messages WHERE instance_id = ANY(%s)", (finished,))
+        await c.execute("DELETE FROM messages WHERE instance_id = ANY(%b)", (finished,))
     for commit in accepted:
         for message in commit.messages:
             await deliver(tx, message)
+    await _set_wakes(tx, started, True)
+    await _set_wakes(tx, failed, False)
     await _write_outcomes(tx, accepted)
-    await refresh_wakes(tx)
-    return outcomes, bool(work)
+    return outcomes, queued
+
+
+async def _insert_activities(
+    tx: Tx, work: list[tuple[str, str, int, str, int, str | None]], take: ActivityTake | None
+) -> bool:
+    """Create the activity rows; the first `take.limit` leased to `take.owner` (listed in
+    `take.items`). True if any is left for any worker to claim."""
+    if not work:
+        return False
+    taken = 0 if take is None else max(0, min(take.limit, len(work)))
+    lease = None if take is None else tx.now + round(take.lease_seconds * 1_000_000)
+    owner = None if take is None else take.owner
+    cur = await tx.c.execute(
+        "INSERT INTO activities (instance_id, execution_id, task_id, name, attempt,"
+        " ready_at, input, lease_owner, lease_until)"
+        " SELECT i, e, t, n, a, %s, p, CASE WHEN o <= %s THEN %s END,"
+        " CASE WHEN o <= %s THEN %s::bigint END"
+        " FROM unnest(%b::text[], %b::text[], %b::integer[], %b::text[], %b::integer[],"
+        " %b::text[]) WITH ORDINALITY AS w(i, e, t, n, a, p, o)"
+        " ON CONFLICT (instance_id, execution_id, task_id) DO NOTHING"
+        " RETURNING id, instance_id, execution_id, task_id, name, input, attempt, lease_owner",
+        (tx.now, taken, owner, taken, lease, *_columns(work)),
+    )
+    rows = await cur.fetchall()
+    if take is not None and owner is not None:
+        take.items.extend(activity_from_row(r, owner) for r in rows if r[7] is not None)
+    queued = any(r[7] is None for r in rows)
+    if queued:
+        tx.notes.add("a")
+    return queued
 
 
 async def _write_outcomes(tx: Tx, accepted: Sequence[OrchestrationCommit]) -> None:
-    """The committed rows, last and in one statement: each decision's outcome, and when
-    its instance next has work, from the messages now waiting for it."""
+    """The committed rows, last and in one statement: each decision's outcome."""
     await tx.flush()
     updates = []
     for commit in accepted:
@@ -622,30 +612,14 @@ async def _write_outcomes(tx: Tx, accepted: Sequence[OrchestrationCommit]) -> No
         fresh = commit.new_execution is not None  # a new execution has no outcome yet
         failure = None if fresh or not commit.failure else _FAILURE_ENCODER.encode(commit.failure)
         output = None if fresh else commit.output
-        updates.append(
-            (iid, row.status, commit.custom_status, output, failure, row.length, _mode(row))
-        )
-        tx.wake.discard(iid)
+        updates.append((iid, row.status, commit.custom_status, output, failure, row.length))
     await tx.c.execute(
-        "UPDATE instances AS i SET status = u.s, custom_status = u.c, output = u.o,"  # noqa: S608 - _WAKES is a constant
-        " failure = u.f, updated_at = %(now)s, history_length = u.n, lease_owner = NULL,"
-        " lease_expires = NULL, sticky_owner = i.lease_owner, wake_at = ("
-        f"  SELECT MIN(COALESCE(m.visible_at, 0)) FROM messages AS m WHERE {_WAKES}"
-        " ) FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(customs)s::text[],"
-        " %(outputs)s::text[], %(failures)s::bytea[], %(lengths)s::integer[],"
-        " %(modes)s::integer[]) AS u(id, s, c, o, f, n, mode) WHERE i.instance_id = u.id",
-        {
-            "now": tx.now,
-            **dict(
-                zip(
-                    ("ids", "statuses", "customs", "outputs", "failures", "lengths", "modes"),
-                    _columns(updates),
-                    strict=True,
-                )
-            ),
-            "starters": sorted(_STARTER_KINDS),
-            "rewound": _REWOUND,
-        },
+        "UPDATE instances AS i SET status = u.s, custom_status = u.c, output = u.o,"
+        " failure = u.f, updated_at = %s, history_length = u.n, lease_owner = NULL,"
+        " lease_expires = NULL, sticky_owner = i.lease_owner"
+        " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[],"
+        " %b::integer[]) AS u(id, s, c, o, f, n) WHERE i.instance_id = u.id",
+        (tx.now, *_columns(updates)),
     )
 
 
@@ -674,10 +648,11 @@ async def _continue_as_new(
         "UPDATE instances SET execution_id = %s, input = %s WHERE instance_id = %s",
         (start.execution_id, start.input, iid),
     )
-    _queue(tx, iid, start, None)
+    # (until the start is decided, only a start or a terminate is work: see `delivery`)
+    _queue(tx, iid, start, None, wakes=True)
     for m in carried:
-        _queue(tx, iid, m.event, None)
-    tx.pending.extend((iid, k, v, e) for _, k, v, e in kept)  # (their times kept)
+        _queue(tx, iid, m.event, None, wakes=isinstance(m.event, STARTERS))
+    tx.pending.extend((iid, k, v, k in _STARTER_KINDS, e) for _, k, v, e in kept)
 
 
 async def _start_child(tx: Tx, child: NewInstance) -> None:
@@ -707,15 +682,19 @@ async def abandon(
     row = await tx.row(iid)
     if row is None or row.lease_owner != item.lease_owner:
         return
-    await _release(tx, iid)
+    row.lease_owner, row.lease_expires = None, tx.now + delay
     tx.notes.add("i")
+    # Held back for `delay` by a lease that no worker holds; anyone's after that.
+    await tx.c.execute(
+        "UPDATE instances SET lease_owner = NULL, lease_expires = %s, sticky_owner = NULL"
+        " WHERE instance_id = %s",
+        (tx.now + delay, iid),
+    )
     if error is not None:
         await tx.c.execute(
             "UPDATE instances SET failure = %s, updated_at = %s WHERE instance_id = %s",
             (_FAILURE_ENCODER.encode(error), tx.now, iid),
         )
-    tx.wake.add(iid)
-    await refresh_wakes(tx, {iid: tx.now + delay})
 
 
 # -- activity work ----------------------------------------------------------------------
@@ -725,10 +704,11 @@ async def next_wake(c: Conn, owner: str | None, sticky: int) -> int | None:
     # As `claim` sees it: a lease holds an instance until it runs out, and an instance
     # that another worker decided last waits `sticky` microseconds for it first.
     cur = await c.execute(
-        "SELECT MIN(GREATEST(wake_at, COALESCE(lease_expires, 0),"
-        "   CASE WHEN %(owner)s::text IS NULL OR sticky_owner IS NULL"
-        "     OR sticky_owner = %(owner)s THEN 0 ELSE wake_at + %(sticky)s END))"
-        " FROM instances WHERE wake_at IS NOT NULL",
+        "SELECT MIN(GREATEST(m.visible_at, COALESCE(i.lease_expires, 0),"
+        "   CASE WHEN %(owner)s::text IS NULL OR i.sticky_owner IS NULL"
+        "     OR i.sticky_owner = %(owner)s THEN 0 ELSE m.visible_at + %(sticky)s END))"
+        " FROM messages AS m JOIN instances AS i ON i.instance_id = m.instance_id"
+        " WHERE m.wakes",
         {"owner": owner, "sticky": sticky},
     )
     row = await cur.fetchone()

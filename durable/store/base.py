@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
@@ -162,6 +163,22 @@ class ActivityWorkItem(msgspec.Struct, frozen=True, kw_only=True):
     input: str | None
     attempt: int
     lease_owner: str
+
+
+@dataclass(slots=True)
+class ActivityTake:
+    """A worker's offer to run, at once, activities that its own decisions schedule.
+
+    A store that supports it leases up to `limit` of the activities a commit creates to
+    `owner` in the commit's transaction, and lists them in `items`: the worker runs them
+    without claiming them (no other worker can, until the lease runs out). The rest wait
+    for any worker, as always. A store may take none.
+    """
+
+    owner: str
+    limit: int
+    lease_seconds: float
+    items: list[ActivityWorkItem] = field(default_factory=list)
 
 
 class ActivityResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -333,12 +350,13 @@ class Store(Protocol):
         ...
 
     async def commit_orchestrations(
-        self, commits: Sequence[OrchestrationCommit]
+        self, commits: Sequence[OrchestrationCommit], take: ActivityTake | None = None
     ) -> list[Exception | None]:
         """Apply each commit atomically (group commit); per commit, None or the error.
 
         A commit whose lease was lost or whose history length moved gets `LeaseLostError`
-        and changes nothing; the others are unaffected.
+        and changes nothing; the others are unaffected. With `take`, activities the
+        commits create may be leased to the committing worker at once (`ActivityTake`).
         """
         ...
 

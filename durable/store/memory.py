@@ -31,6 +31,7 @@ from durable.store.base import (
     INSTANCE_MESSAGES,
     STARTERS,
     ActivityResult,
+    ActivityTake,
     ActivityWorkItem,
     Clock,
     InstancePage,
@@ -353,8 +354,9 @@ class MemoryStore:
         return items
 
     async def commit_orchestrations(
-        self, commits: Sequence[OrchestrationCommit]
+        self, commits: Sequence[OrchestrationCommit], take: ActivityTake | None = None
     ) -> list[Exception | None]:
+        # (takes no activities: the activity loop claims them)
         outcomes: list[Exception | None] = []
         activities = False
         with self._lock:

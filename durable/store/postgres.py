@@ -38,6 +38,7 @@ from durable.store._postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from durable.store._postgres_sql import Conn, Tx
 from durable.store.base import (
     ActivityResult,
+    ActivityTake,
     ActivityWorkItem,
     Clock,
     InstancePage,
@@ -326,10 +327,10 @@ class PostgresStore:
         return await self._write(sql.claim, owner, limit, _micros(lease_seconds), self._sticky)
 
     async def commit_orchestrations(
-        self, commits: Sequence[OrchestrationCommit]
+        self, commits: Sequence[OrchestrationCommit], take: ActivityTake | None = None
     ) -> list[Exception | None]:
-        outcomes, activities = await self._write(sql.commit_all, commits)
-        self._notify_local("oia" if activities else "oi")
+        outcomes, queued = await self._write(sql.commit_all, commits, take)
+        self._notify_local("oia" if queued else "oi")
         return outcomes
 
     async def abandon_orchestration(

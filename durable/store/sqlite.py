@@ -28,6 +28,7 @@ from durable.store import _sqlite_sql as sql
 from durable.store._sqlite_sql import SCHEMA_VERSION, Conn
 from durable.store.base import (
     ActivityResult,
+    ActivityTake,
     ActivityWorkItem,
     Clock,
     InstancePage,
@@ -277,8 +278,9 @@ class SqliteStore:
         return await self._write(sql.claim, owner, limit, now, expires, probe=sql.has_work)
 
     async def commit_orchestrations(
-        self, commits: Sequence[OrchestrationCommit]
+        self, commits: Sequence[OrchestrationCommit], take: ActivityTake | None = None
     ) -> list[Exception | None]:
+        # (takes no activities: the activity loop claims them)
         outcomes, activities = await self._write(sql.commit_all, commits, us(self.clock()))
         if activities:
             self.activity_work.notify()

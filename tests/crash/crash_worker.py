@@ -51,6 +51,7 @@ from durable import task
 from durable.core.events import FailureDetails, TimerFired
 from durable.store.base import (
     ActivityResult,
+    ActivityTake,
     ActivityWorkItem,
     OrchestrationCommit,
     OrchestrationWorkItem,
@@ -238,7 +239,7 @@ class CrashStore(durable.SqliteStore):
         return items
 
     async def commit_orchestrations(
-        self, commits: Sequence[OrchestrationCommit]
+        self, commits: Sequence[OrchestrationCommit], take: ActivityTake | None = None
     ) -> list[Exception | None]:
         end = time.monotonic_ns()
         ids = [c.item.instance_id for c in commits]
@@ -249,7 +250,7 @@ class CrashStore(durable.SqliteStore):
             self.fault.reached("continue_as_new_before", continued)
         if children:
             self.fault.reached("child_start_before", children)
-        outcomes = await super().commit_orchestrations(commits)
+        outcomes = await super().commit_orchestrations(commits, take)
         for iid, outcome in zip(ids, outcomes, strict=True):
             self._close_interval(iid, end, "committed" if outcome is None else "rejected")
         self.fault.reached("after_commit", ids)

@@ -39,7 +39,7 @@ from typing import Any
 import durable
 from durable import task
 from durable.store import _postgres_sql as pg_sql
-from durable.store.base import OrchestrationCommit, OrchestrationWorkItem
+from durable.store.base import ActivityTake, OrchestrationCommit, OrchestrationWorkItem
 
 # -- the workloads -----------------------------------------------------------------------
 
@@ -171,8 +171,8 @@ class FreezingStore(durable.PostgresStore):
             # Private: the transaction's body is looked up on this module at each commit.
             real = pg_sql.commit_all
 
-            async def commit_all(tx: Any, commits: Sequence[OrchestrationCommit]) -> Any:
-                result = await real(tx, commits)
+            async def commit_all(tx: Any, commits: Sequence[OrchestrationCommit], take: Any) -> Any:
+                result = await real(tx, commits, take)
                 self.reached(commits)
                 return result
 
@@ -204,11 +204,11 @@ class FreezingStore(durable.PostgresStore):
         return items
 
     async def commit_orchestrations(
-        self, commits: Sequence[OrchestrationCommit]
+        self, commits: Sequence[OrchestrationCommit], take: ActivityTake | None = None
     ) -> list[Exception | None]:
         if not self.inside:
             self.reached(commits)
-        return await super().commit_orchestrations(commits)
+        return await super().commit_orchestrations(commits, take)
 
 
 def open_store(args: argparse.Namespace) -> durable.Store:

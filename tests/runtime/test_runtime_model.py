@@ -339,8 +339,10 @@ class Window:
         self._empty["act"] = -1 if items else began
         return items
 
-    async def commit_orchestrations(self, commits: Any) -> Any:
-        outcomes = await self._write("commit_orchestrations", commits)
+    async def commit_orchestrations(self, commits: Any, take: Any = None) -> Any:
+        outcomes = await self._write("commit_orchestrations", commits, take)
+        for item in take.items if take is not None else ():
+            self._leases.take(_activity_key(item), item.lease_owner, take.lease_seconds)
         for commit in commits:
             self._leases.drop(("instance", commit.item.instance_id), commit.item.lease_owner)
         return outcomes
