@@ -385,10 +385,16 @@ async def claim(
     # plan this needs: a sort would read every due message), and each one's instance
     # is looked up and locked by a lateral subquery that is not merged into a join (it
     # locks), so that rows are locked only as the limit asks for them. An instance with
-    # several due messages may come more than once: it is leased once.
-    await tx.c.execute("SET LOCAL enable_sort = off")
+    # several due messages may come more than once: it is leased once. The visible
+    # messages of the leased instances come with them (a lateral lookup each, by the
+    # instance index), one row per message, or one with no message.
+    # (and the leased rows are found by their index, not by hashing the whole table)
+    await tx.c.execute(  # (settings for the rest of this transaction, which ends here)
+        "SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true)"
+    )
     cur = await tx.c.execute(
-        "UPDATE instances AS i SET lease_owner = %(owner)s, lease_expires = %(expires)s"
+        "WITH picked AS ("
+        " UPDATE instances AS i SET lease_owner = %(owner)s, lease_expires = %(expires)s"
         " FROM (SELECT j.instance_id FROM"
         "   (SELECT instance_id, visible_at FROM messages WHERE wakes"
         "    AND visible_at <= %(now)s ORDER BY visible_at OFFSET 0) AS m,"
@@ -399,7 +405,11 @@ async def claim(
         "    FOR NO KEY UPDATE SKIP LOCKED) AS j"
         "   LIMIT %(limit)s) AS picked"
         " WHERE i.instance_id = picked.instance_id"
-        " RETURNING i.instance_id, execution_id, name, history_length, status",
+        " RETURNING i.instance_id, execution_id, name, history_length, status)"
+        " SELECT p.instance_id, p.execution_id, p.name, p.history_length, p.status,"
+        "  m.id, m.kind, m.event FROM picked AS p"
+        " LEFT JOIN LATERAL (SELECT id, kind, event FROM messages"
+        "  WHERE instance_id = p.instance_id AND visible_at <= %(now)s OFFSET 0) AS m ON true",
         {
             "owner": owner,
             "expires": tx.now + lease,
@@ -408,23 +418,18 @@ async def claim(
             "unstick": tx.now - sticky,
         },
     )
-    picked = await cur.fetchall()
-    await tx.c.execute("SET LOCAL enable_sort = on")
-    if not picked:
-        return []
-    for iid, execution_id, _, length, status in picked:
-        tx.rows[iid] = _Row(status, execution_id, length, owner, tx.now + lease)
-    cur = await tx.c.execute(
-        "SELECT instance_id, id, kind, event FROM messages WHERE instance_id = ANY(%b)"
-        " AND visible_at <= %s ORDER BY id",
-        ([p[0] for p in picked], tx.now),
-    )
+    picked: dict[str, tuple[str, str, int, str]] = {}
     found: dict[str, list[tuple[int, str, bytes]]] = {}
-    for iid, mid, kind, event in await cur.fetchall():
-        found.setdefault(iid, []).append((mid, kind, event))
+    for iid, execution_id, name, length, status, mid, kind, event in await cur.fetchall():
+        if iid not in picked:
+            picked[iid] = (execution_id, name, length, status)
+            tx.rows[iid] = _Row(status, execution_id, length, owner, tx.now + lease)
+            found[iid] = []
+        if mid is not None:
+            found[iid].append((mid, kind, event))
     items: list[OrchestrationWorkItem] = []
-    for iid, execution_id, name, length, status in picked:
-        mine = found.get(iid, [])
+    for iid, (execution_id, name, length, status) in picked.items():
+        mine = sorted(found[iid])  # (in arrival order)
         if not claimable(status, length, {k for _, k, _ in mine}):
             # (not reached while `wakes` is kept right; should it not be, the messages
             # that woke the instance are put right, so that no claim takes it in vain)
