@@ -45,7 +45,8 @@ class CountingStore:
 
     def __init__(self, store: Any) -> None:
         self._store = store
-        self.calls: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+        self.calls: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0])
+        """Per method: calls, seconds, and calls that returned an empty list (no work)."""
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._store, name)
@@ -55,11 +56,14 @@ class CountingStore:
 
         async def timed(*args: Any, **kwargs: Any) -> Any:
             began = time.perf_counter()
+            result = None
             try:
-                return await value(*args, **kwargs)
+                result = await value(*args, **kwargs)
+                return result
             finally:
                 calls[0] += 1
                 calls[1] += time.perf_counter() - began
+                calls[2] += result == []
 
         setattr(self, name, timed)  # found directly from now on
         return timed
@@ -150,7 +154,9 @@ async def serve(
         "activities": len(defs.ENDS),
         "wall_s": round(wall_after - wall_before, 3),
         "cpu_s": cpu,
-        "store_calls": {k: [int(n), round(s, 4)] for k, (n, s) in counting.calls.items()},
+        "store_calls": {
+            k: [int(n), round(s, 4), int(e)] for k, (n, s, e) in counting.calls.items()
+        },
         "starts": [[iid, k, t] for (iid, k), t in defs.STARTS.items()],
         "ends": [[iid, k, t] for (iid, k), t in defs.ENDS.items()],
     }

@@ -305,12 +305,13 @@ async def one_run(
         ends.update(((iid, k), t) for iid, k, t in r["ends"])
     assert len(ends) == activities, (len(ends), activities)
     gaps = [starts[iid, k + 1] - ends[iid, k] for iid in ids for k in range(STEPS - 1)]
-    calls: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    calls: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0])
     cpu: dict[str, float] = defaultdict(float)
     for r in reports:
-        for name, (n, s) in r["store_calls"].items():
+        for name, (n, s, e) in r["store_calls"].items():
             calls[name][0] += n
             calls[name][1] += s
+            calls[name][2] += e
         for name, s in r["cpu_s"].items():
             if name != "stdin":  # the worker's reader of commands: idle
                 cpu[name] += s
@@ -336,8 +337,12 @@ async def one_run(
         "machine_busy": machine_busy,
         "worker_cpu_ms_per_activity": {k: v / activities * 1000 for k, v in cpu.items()},
         "store_calls_per_activity": {
-            k: {"calls": n / activities, "mean_ms": s / n * 1000 if n else 0.0}
-            for k, (n, s) in sorted(calls.items())
+            k: {
+                "calls": n / activities,
+                "mean_ms": s / n * 1000 if n else 0.0,
+                "empty_share": e / n if n else 0.0,
+            }
+            for k, (n, s, e) in sorted(calls.items())
         },
         "statements": statements,
     }
@@ -516,7 +521,11 @@ def main() -> None:
                 },
                 "machine_busy": r(m["machine_busy"], 2),
                 "store_calls_per_activity": {
-                    k: {"calls": r(v["calls"]), "mean_ms": r(v["mean_ms"])}
+                    k: {
+                        "calls": r(v["calls"]),
+                        "mean_ms": r(v["mean_ms"]),
+                        "empty_share": r(v["empty_share"], 2),
+                    }
                     for k, v in m["store_calls_per_activity"].items()
                 },
             },
@@ -563,7 +572,8 @@ def main() -> None:
     for n, s in summary.items():
         m = s["median_run"]
         calls = ", ".join(
-            f"{k} {v['calls']:.2f} x {v['mean_ms']:.1f} ms"
+            f"{k} {v['calls']:.3f} x {v['mean_ms']:.1f} ms"
+            + (f" ({v['empty_share']:.0%} empty)" if v["empty_share"] else "")
             for k, v in m["store_calls_per_activity"].items()
         )
         cpu = ", ".join(f"{k} {v:.3f}" for k, v in sorted(m["worker_cpu_ms_per_activity"].items()))
