@@ -129,7 +129,7 @@ async def serve(
             pass
         profilers: list[cProfile.Profile] = []
         if profile:  # one profiler for this loop's thread, one for the store's
-            profilers = [cProfile.Profile(), cProfile.Profile()]
+            profilers = [cProfile.Profile(time.thread_time), cProfile.Profile(time.thread_time)]
             profilers[0].enable()
             store_loop = store._runner.loop  # type: ignore[union-attr]
             store_loop.call_soon_threadsafe(profilers[1].enable)

@@ -33,6 +33,8 @@ from durable.core.events import (
 )
 from durable.core.history import decode_event, encode_event
 from durable.core.state import OrchestrationState, OrchestrationStatus
+from durable.store import _postgres_arrays as arrays
+from durable.store._postgres_arrays import Bool, Bytes, Int8, Text
 from durable.store.base import (
     INSTANCE_MESSAGES,
     STARTERS,
@@ -97,7 +99,7 @@ class Tx:
     async def flush(self) -> None:
         """Write the buffered messages: call before reading or changing messages."""
         if self.pending:
-            columns = _columns(self.pending)
+            columns = arrays.columns(self.pending, Text, Text, Int8, Bool, Bytes)
             self.pending.clear()
             await self.c.execute(
                 "INSERT INTO messages (instance_id, kind, visible_at, wakes, event)"
@@ -143,11 +145,6 @@ class Tx:
     async def row(self, iid: str) -> _Row | None:
         await self.lock((iid,))
         return self.rows[iid]
-
-
-def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows as columns: one array parameter per column, for `unnest`."""
-    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _kind(event: InboundEvent) -> str:
@@ -213,7 +210,7 @@ async def _insert_history(tx: Tx, rows: Sequence[tuple[str, int, bytes]]) -> Non
         await tx.c.execute(
             "INSERT INTO history (instance_id, seq, event)"
             " SELECT * FROM unnest(%b::text[], %b::integer[], %b::bytea[])",
-            _columns(rows),
+            arrays.columns(rows, Text, Int8, Bytes),
         )
 
 
@@ -585,6 +582,7 @@ async def _insert_activities(
     taken = 0 if take is None else max(0, min(take.limit, len(work)))
     lease = None if take is None else tx.now + round(take.lease_seconds * 1_000_000)
     owner = None if take is None else take.owner
+    columns = arrays.columns(work, Text, Text, Int8, Text, Int8, Text)
     cur = await tx.c.execute(
         "INSERT INTO activities (instance_id, execution_id, task_id, name, attempt,"
         " ready_at, input, lease_owner, lease_until)"
@@ -594,7 +592,14 @@ async def _insert_activities(
         " %b::text[]) WITH ORDINALITY AS w(i, e, t, n, a, p, o)"
         " ON CONFLICT (instance_id, execution_id, task_id) DO NOTHING"
         " RETURNING id, instance_id, execution_id, task_id, name, input, attempt, lease_owner",
-        (tx.now, taken, owner, taken, lease, *_columns(work)),
+        (
+            tx.now,
+            taken,
+            owner,
+            taken,
+            lease,
+            *columns,
+        ),
     )
     rows = await cur.fetchall()
     if take is not None and owner is not None:
@@ -624,7 +629,7 @@ async def _write_outcomes(tx: Tx, accepted: Sequence[OrchestrationCommit]) -> No
         " lease_expires = NULL, sticky_owner = i.lease_owner"
         " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[],"
         " %b::integer[]) AS u(id, s, c, o, f, n) WHERE i.instance_id = u.id",
-        (tx.now, *_columns(updates)),
+        (tx.now, *arrays.columns(updates, Text, Text, Text, Text, Bytes, Int8)),
     )
 
 
