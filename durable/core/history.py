@@ -22,6 +22,7 @@ from durable.core.events import (
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(list[HistoryEvent])
 _ONE_DECODER = msgspec.json.Decoder(HistoryEvent)
+_MANY_DECODER = msgspec.json.Decoder(list[HistoryEvent])
 
 
 class History(Sequence[HistoryEvent]):
@@ -85,6 +86,17 @@ def decode_event(data: str | bytes) -> HistoryEvent:
     """One event from its JSON form."""
     event: HistoryEvent = _ONE_DECODER.decode(data)
     return event
+
+
+def encode_events(events: Sequence[HistoryEvent]) -> bytes:
+    """Consecutive events as one JSON array (the form of a chunk of history)."""
+    return _ENCODER.encode(events)
+
+
+def decode_events(data: str | bytes) -> list[HistoryEvent]:
+    """Events from a JSON array made by `encode_events`."""
+    events: list[HistoryEvent] = _MANY_DECODER.decode(data)
+    return events
 
 
 def cancelled_events(history: Sequence[HistoryEvent]) -> set[int]:

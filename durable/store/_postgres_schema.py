@@ -42,10 +42,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX instances_status ON instances (status, ord);
     CREATE INDEX instances_name ON instances (name, ord);
 
-    CREATE TABLE history (
+    CREATE TABLE history (                        -- one row per decision
         instance_id text NOT NULL,
-        seq         integer NOT NULL,
-        event       bytea NOT NULL,
+        seq         integer NOT NULL,             -- the position of its first event
+        events      bytea NOT NULL,               -- its events, as one JSON array
         PRIMARY KEY (instance_id, seq)
     );
 

@@ -31,7 +31,7 @@ from durable.core.events import (
     HistoryEvent,
     InboundEvent,
 )
-from durable.core.history import decode_event, encode_event
+from durable.core.history import decode_event, decode_events, encode_event, encode_events
 from durable.core.state import OrchestrationState, OrchestrationStatus
 from durable.store import _postgres_arrays as arrays
 from durable.store._postgres_arrays import Bool, Bytes, Int8, Text
@@ -197,18 +197,17 @@ async def _insert_instance(tx: Tx, instance: NewInstance) -> bool:
     tx.rows[iid] = _Row(status.value, start.execution_id, len(instance.history), None, None)
     tx.notes.update("oi")
     if forked:
-        await _insert_history(
-            tx, [(iid, n, encode_event(e)) for n, e in enumerate(instance.history)]
-        )
+        await _insert_history(tx, [(iid, 0, encode_events(instance.history))])
     first = instance.resume if forked and instance.resume is not None else start
     _queue(tx, iid, first, visible, wakes=True)
     return True
 
 
 async def _insert_history(tx: Tx, rows: Sequence[tuple[str, int, bytes]]) -> None:
+    """Append chunks of history: (instance, position of the first event, `encode_events`)."""
     if rows:
         await tx.c.execute(
-            "INSERT INTO history (instance_id, seq, event)"
+            "INSERT INTO history (instance_id, seq, events)"
             " SELECT * FROM unnest(%b::text[], %b::integer[], %b::bytea[])",
             arrays.columns(rows, Text, Int8, Bytes),
         )
@@ -298,16 +297,22 @@ async def history(c: Conn, iid: str, execution_id: str | None) -> list[HistoryEv
         if row is None or row[0] != execution_id:
             return []
     cur = await c.execute(
-        "SELECT seq, event FROM history WHERE instance_id = %s ORDER BY seq", (iid,)
+        "SELECT seq, events FROM history WHERE instance_id = %s ORDER BY seq", (iid,)
     )
     events: list[HistoryEvent] = []
     for seq, data in await cur.fetchall():
         try:
-            events.append(decode_event(data))
+            chunk = decode_events(data)
         except (msgspec.DecodeError, UnicodeDecodeError) as e:
             raise CorruptHistoryError(
-                f"history event {seq} of orchestration {iid!r} cannot be decoded: {e}"
+                f"history events from {seq} of orchestration {iid!r} cannot be decoded: {e}"
             ) from e
+        if seq != len(events):
+            raise CorruptHistoryError(
+                f"history of orchestration {iid!r} has a gap: events from {seq} follow"
+                f" {len(events)} events"
+            )
+        events.extend(chunk)
     return events
 
 
@@ -529,9 +534,9 @@ async def commit_all(
     await _insert_history(
         tx,
         [
-            (commit.item.instance_id, commit.item.history_length + n, encode_event(e))
+            (commit.item.instance_id, commit.item.history_length, encode_events(commit.events))
             for commit in accepted
-            for n, e in enumerate(commit.events)
+            if commit.events
         ],
     )
     for commit in accepted:

@@ -291,3 +291,27 @@ async def test_a_commit_leases_the_activities_it_schedules_to_the_worker_that_of
         # A rejected commit leases nothing.
         stale = await store.commit_orchestrations([decision(item, activities=work)], take)
         assert isinstance(stale[0], durable.LeaseLostError) and take.items == []
+
+
+async def test_history_is_kept_one_row_per_decision_and_a_bad_row_is_reported(
+    postgres_url: str,
+) -> None:
+    hub = new_hub()
+    async with PostgresStore(postgres_url, hub=hub) as store:
+        await start(store, "a")  # one decision: its events in one row
+        await store.send(to("a", raised("go")))
+        item = await claim_one(store, "a")
+        await commit(store, item)
+        events = await store.get_history("a")
+        assert len(events) == item.history_length + 2
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            rows = conn.execute(
+                f"SELECT seq FROM durable_{hub}.history WHERE instance_id = 'a' ORDER BY seq"
+            ).fetchall()
+            assert [r[0] for r in rows] == [0, item.history_length]
+            conn.execute(
+                f"UPDATE durable_{hub}.history SET events = 'not json'"
+                " WHERE instance_id = 'a' AND seq > 0"
+            )
+        with pytest.raises(durable.CorruptHistoryError, match="events from 2 of orchestration"):
+            await store.get_history("a")
