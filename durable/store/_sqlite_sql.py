@@ -29,6 +29,7 @@ from durable.store.base import (
     INSTANCE_MESSAGES,
     STARTERS,
     ActivityResult,
+    ActivityTake,
     ActivityWorkItem,
     InstancePage,
     InstanceQuery,
@@ -458,22 +459,25 @@ def claim(raw: Conn, owner: str, limit: int, now: int, expires: int) -> list[Orc
 
 
 def commit_all(
-    raw: Conn, commits: Sequence[OrchestrationCommit], now: int
+    raw: Conn, commits: Sequence[OrchestrationCommit], now: int, take: ActivityTake | None
 ) -> tuple[list[Exception | None], bool]:
+    """Commit each decision; returns the outcomes, and whether activities were queued for
+    any worker to claim (those not leased to `take.owner`, see `ActivityTake`)."""
     outcomes: list[Exception | None] = []
-    activities = False
+    queued = False
+    if take is not None:
+        take.items.clear()  # (what an attempt that was rolled back leased is not leased)
     for commit in commits:
         try:
-            _commit(raw, commit, now)
+            queued |= _commit(raw, commit, now, take)
         except LeaseLostError as e:
             outcomes.append(e)
             continue
         outcomes.append(None)
-        activities |= bool(commit.activities)
-    return outcomes, activities
+    return outcomes, queued
 
 
-def _commit(raw: Conn, commit: OrchestrationCommit, now: int) -> None:
+def _commit(raw: Conn, commit: OrchestrationCommit, now: int, take: ActivityTake | None) -> bool:
     item = commit.item
     iid = item.instance_id
     row = raw.execute(
@@ -511,16 +515,27 @@ def _commit(raw: Conn, commit: OrchestrationCommit, now: int) -> None:
             iid,
         ),
     )
+    queued = False
     for a in commit.activities:
+        # Leased at once to the worker that offers (its lease end is when others may
+        # claim it), or claimable by any worker from now.
+        taken = take is not None and len(take.items) < take.limit
+        owner = take.owner if take is not None and taken else None
+        ready = now + round(take.lease_seconds * 1e6) if take is not None and taken else now
         added = raw.execute(
             "INSERT OR IGNORE INTO activities (instance_id, execution_id, task_id, name, attempt,"
-            " ready_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (iid, item.execution_id, a.task_id, a.name, a.attempt, now),
+            " ready_at, lease_owner) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (iid, item.execution_id, a.task_id, a.name, a.attempt, ready, owner),
         )
         if added.rowcount == 1:  # not already waiting (a rewind asks again for running work)
             raw.execute(
                 "INSERT INTO activity_inputs (id, input) VALUES (?, ?)", (added.lastrowid, a.input)
             )
+            if take is not None and owner is not None:
+                row = (added.lastrowid, iid, item.execution_id, a.task_id, a.name, a.input)
+                take.items.append(activity_from_row((*row, a.attempt), owner))
+            else:
+                queued = True
     for child in commit.children:
         _start_child(raw, child, now)
     if commit.new_execution is not None:
@@ -530,6 +545,7 @@ def _commit(raw: Conn, commit: OrchestrationCommit, now: int) -> None:
     for message in commit.messages:
         _deliver(raw, message, now)
     _refresh_wake(raw, iid)
+    return queued
 
 
 def _continue_as_new(

@@ -356,18 +356,19 @@ class MemoryStore:
     async def commit_orchestrations(
         self, commits: Sequence[OrchestrationCommit], take: ActivityTake | None = None
     ) -> list[Exception | None]:
-        # (takes no activities: the activity loop claims them)
         outcomes: list[Exception | None] = []
-        activities = False
+        queued = False
+        if take is not None:
+            take.items.clear()
         with self._lock:
             now = self.clock()
             for commit in commits:
                 try:
-                    activities |= self._commit(commit, now)
+                    queued |= self._commit(commit, now, take)
                     outcomes.append(None)
                 except LeaseLostError as e:
                     outcomes.append(e)
-        if activities:
+        if queued:
             self.activity_work.notify()
         self.orchestration_work.notify()
         self.instance_changes.notify()
@@ -388,7 +389,10 @@ class MemoryStore:
             )
         return inst
 
-    def _commit(self, commit: OrchestrationCommit, now: datetime) -> bool:
+    def _commit(
+        self, commit: OrchestrationCommit, now: datetime, take: ActivityTake | None
+    ) -> bool:
+        """Apply one decision; True if it queued activities for any worker to claim."""
         item = commit.item
         inst = self._held(item, now)
         consumed = set(item.message_ids)
@@ -401,6 +405,7 @@ class MemoryStore:
         inst.updated_at = now
         inst.lease_owner = inst.lease_expires = inst.not_before = None
         self._leased.pop(item.instance_id, None)
+        queued = False
         for a in commit.activities:
             key = (item.instance_id, item.execution_id, a.task_id)
             if key in self._activity_keys:
@@ -419,7 +424,14 @@ class MemoryStore:
                     lease_owner="",
                 )
             )
-            self._activity_queue[aid] = None
+            act = self._activities[aid]
+            if take is not None and len(take.items) < take.limit:  # leased to it at once
+                act.lease_owner = take.owner
+                act.lease_expires = now + timedelta(seconds=take.lease_seconds)
+                take.items.append(msgspec.structs.replace(act.item, lease_owner=take.owner))
+            else:
+                self._activity_queue[aid] = None
+                queued = True
         for child in commit.children:
             self._start_child(child, now)
         if commit.new_execution is not None:
@@ -441,7 +453,7 @@ class MemoryStore:
                 self._deliver(target, message)
         if inst.inbox:
             self._ready[item.instance_id] = None
-        return bool(commit.activities)
+        return queued
 
     def _start_child(self, child: NewInstance, now: datetime) -> None:
         try:

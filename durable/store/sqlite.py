@@ -280,9 +280,8 @@ class SqliteStore:
     async def commit_orchestrations(
         self, commits: Sequence[OrchestrationCommit], take: ActivityTake | None = None
     ) -> list[Exception | None]:
-        # (takes no activities: the activity loop claims them)
-        outcomes, activities = await self._write(sql.commit_all, commits, us(self.clock()))
-        if activities:
+        outcomes, queued = await self._write(sql.commit_all, commits, us(self.clock()), take)
+        if queued:
             self.activity_work.notify()
         self.orchestration_work.notify()
         self.instance_changes.notify()

@@ -59,6 +59,7 @@ from durable.core.events import (
 )
 from durable.store.base import (
     ActivityResult,
+    ActivityTake,
     ActivityWorkItem,
     InstanceQuery,
     NewInstance,
@@ -1314,3 +1315,39 @@ async def test_property_each_activity_result_is_delivered_exactly_once(
         )
     finally:
         await store.close()
+
+
+async def test_a_commit_leases_the_activities_it_schedules_to_the_worker_that_offers(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.create_instance(new_instance("a"))
+    decided = await claim_one(store, "a")
+    work = tuple(ScheduleActivity(task_id=n, name="step", input=str(n)) for n in range(3))
+    take = ActivityTake(owner="w1", limit=2, lease_seconds=LEASE)
+    [outcome] = await store.commit_orchestrations([decision(decided, activities=work)], take)
+    assert outcome is None
+    assert sorted((i.task_id, i.lease_owner, i.input) for i in take.items) == [
+        (0, "w1", "0"),
+        (1, "w1", "1"),
+    ]
+    mine = sorted(take.items, key=lambda i: i.task_id)
+    # Leased in the commit: no one else claims them; the third waits for anyone.
+    [other] = await store.claim_activities("w2", 10, 10 * LEASE)
+    assert other.task_id == 2
+    assert await store.claim_activities("w2", 10, LEASE) == []
+    # Run by w1 like claimed ones: renewed, then completed once.
+    clock.advance(LEASE - 1)
+    await store.renew_leases("w1", (), [i.id for i in mine], LEASE)
+    clock.advance(2)
+    assert await store.claim_activities("w2", 10, LEASE) == []
+    done = TaskCompleted(timestamp=clock(), task_id=0, result="0")
+    await store.complete_activities([ActivityResult(item=mine[0], event=done)])
+    woken = await claim_one(store, "a")
+    assert woken.messages == (done,)
+    # w1 died with the other one: it is anyone's once its lease runs out.
+    clock.advance(LEASE)
+    [taken_over] = await store.claim_activities("w2", 10, LEASE)
+    assert (taken_over.task_id, taken_over.lease_owner) == (1, "w2")
+    # A rejected commit leases nothing.
+    [stale] = await store.commit_orchestrations([decision(decided, activities=work)], take)
+    assert isinstance(stale, LeaseLostError) and take.items == []

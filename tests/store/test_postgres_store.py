@@ -11,7 +11,6 @@ import pytest
 from pg_helpers import new_hub
 from store_helpers import (
     LEASE,
-    T0,
     FakeClock,
     claim,
     claim_one,
@@ -25,9 +24,8 @@ from store_helpers import (
 
 import durable
 from durable.core.commands import ScheduleActivity
-from durable.core.events import TaskCompleted
 from durable.store import PostgresStore
-from durable.store.base import ActivityResult, ActivityTake, InstanceQuery
+from durable.store.base import InstanceQuery
 from durable.store.postgres import SCHEMA_VERSION
 
 
@@ -259,38 +257,6 @@ async def test_work_waits_a_moment_for_the_worker_that_decided_it_last(
         item = await claim_one(store, "a", owner="w2")
         await store.abandon_orchestration(item, 0, None)  # given back: anyone's at once
         assert list(await claim(store, "w1")) == ["a"]
-
-
-async def test_a_commit_leases_the_activities_it_schedules_to_the_worker_that_offers(
-    postgres_url: str,
-) -> None:
-    clock = FakeClock()
-    async with PostgresStore(postgres_url, hub=new_hub(), clock=clock) as store:
-        await store.create_instance(new_instance("a"))
-        item = await claim_one(store, "a")
-        work = tuple(ScheduleActivity(task_id=n, name="step", input=str(n)) for n in range(3))
-        take = ActivityTake(owner="w1", limit=2, lease_seconds=LEASE)
-        [outcome] = await store.commit_orchestrations([decision(item, activities=work)], take)
-        assert outcome is None
-        assert sorted((i.task_id, i.lease_owner) for i in take.items) == [(0, "w1"), (1, "w1")]
-        # Leased in the commit: no one else claims them; the third waits for anyone.
-        [other] = await store.claim_activities("w2", 10, 10 * LEASE)
-        assert other.task_id == 2
-        assert await store.claim_activities("w2", 10, LEASE) == []
-        # Run by w1 like claimed ones: renewed, then completed once.
-        clock.advance(LEASE - 1)
-        await store.renew_leases("w1", (), [i.id for i in take.items], LEASE)
-        clock.advance(2)
-        assert await store.claim_activities("w2", 10, LEASE) == []
-        done = TaskCompleted(timestamp=T0, task_id=0, result="0")
-        await store.complete_activities([ActivityResult(item=take.items[0], event=done)])
-        # w1 died with the other one: it is anyone's once its lease runs out.
-        clock.advance(LEASE)
-        [taken_over] = await store.claim_activities("w2", 10, LEASE)
-        assert (taken_over.task_id, taken_over.lease_owner) == (1, "w2")
-        # A rejected commit leases nothing.
-        stale = await store.commit_orchestrations([decision(item, activities=work)], take)
-        assert isinstance(stale[0], durable.LeaseLostError) and take.items == []
 
 
 async def test_history_is_kept_one_row_per_decision_and_a_bad_row_is_reported(
