@@ -67,7 +67,24 @@ def activity_spec(fn: Callable[..., Any], name: str | None = None) -> FunctionSp
     return _spec(fn, name)
 
 
+_SPECS: dict[tuple[Callable[..., Any], str | None], FunctionSpec] = {}
+"""Descriptions made so far (clients ask at every call); at most `_SPECS_KEPT`."""
+_SPECS_KEPT = 1024
+
+
 def _spec(fn: Callable[..., Any], name: str | None) -> FunctionSpec:
+    try:
+        spec = _SPECS.get((fn, name))
+    except TypeError:  # an unhashable callable object: described each time
+        return _describe(fn, name)
+    if spec is None:
+        spec = _describe(fn, name)
+        if len(_SPECS) < _SPECS_KEPT:
+            _SPECS[fn, name] = spec
+    return spec
+
+
+def _describe(fn: Callable[..., Any], name: str | None) -> FunctionSpec:
     if not callable(fn):
         raise TypeError(f"expected a function, got {fn!r}")
     name = get_name(fn) if name is None else name

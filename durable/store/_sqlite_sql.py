@@ -275,32 +275,32 @@ def _deliver(raw: Conn, message: Message, now: int) -> bool:
     return True
 
 
-def _refresh_wake(raw: Conn, iid: str, not_before: int = 0) -> None:
-    """Recompute when `iid` next has work to claim, after its messages changed."""
-    row = raw.execute(
-        "SELECT status, history_length FROM instances WHERE instance_id = ?", (iid,)
-    ).fetchone()
-    if row is None:
-        return
-    status, length = row
+def _refresh_wake(
+    raw: Conn, iid: str, not_before: int = 0, known: tuple[str, int] | None = None
+) -> None:
+    """Recompute when `iid` next has work to claim, after its messages changed (`known`:
+    its status and history length, when the caller has them)."""
+    if known is None:
+        row = raw.execute(
+            "SELECT status, history_length FROM instances WHERE instance_id = ?", (iid,)
+        ).fetchone()
+        if row is None:
+            return
+        known = row
+    status, length = known
+    args: tuple[str, ...]
     if status in _TERMINAL:
-        query = (
-            "SELECT MIN(COALESCE(visible_at, 0)) FROM messages WHERE instance_id = ? AND kind = ?"
-        )
-        args: tuple[Any, ...] = (iid, _REWOUND) if status == _FAILED else (iid, "")
+        which, args = "kind = ?", (_REWOUND if status == _FAILED else "",)
     elif length == 0:
-        query = (
-            "SELECT MIN(COALESCE(visible_at, 0)) FROM messages WHERE instance_id = ?"
-            " AND kind IN (?, ?)"
-        )
-        args = (iid, *_STARTER_KINDS)
+        which, args = "kind IN (?, ?)", tuple(_STARTER_KINDS)
     else:
-        query = "SELECT MIN(COALESCE(visible_at, 0)) FROM messages WHERE instance_id = ?"
-        args = (iid,)
-    wake = raw.execute(query, args).fetchone()[0]
-    if wake is not None:
-        wake = max(wake, not_before)
-    raw.execute("UPDATE instances SET wake_at = ? WHERE instance_id = ?", (wake, iid))
+        which, args = "1", ()
+    # (MAX with the floor keeps NULL, no work, as NULL)
+    raw.execute(
+        "UPDATE instances SET wake_at = (SELECT MAX(MIN(COALESCE(visible_at, 0)), ?)"  # noqa: S608 - `which` is a constant
+        f" FROM messages WHERE instance_id = ? AND {which}) WHERE instance_id = ?",
+        (not_before, iid, *args, iid),
+    )
 
 
 def get_state(raw: Conn, iid: str) -> OrchestrationState | None:
@@ -440,10 +440,6 @@ def claim(raw: Conn, owner: str, limit: int, now: int, expires: int) -> list[Orc
                 ),
             )
             continue
-        raw.execute(
-            "UPDATE instances SET lease_owner = ?, lease_expires = ? WHERE instance_id = ?",
-            (owner, expires, iid),
-        )
         items.append(
             OrchestrationWorkItem(
                 instance_id=iid,
@@ -455,6 +451,10 @@ def claim(raw: Conn, owner: str, limit: int, now: int, expires: int) -> list[Orc
                 lease_owner=owner,
             )
         )
+    raw.executemany(
+        "UPDATE instances SET lease_owner = ?, lease_expires = ? WHERE instance_id = ?",
+        [(owner, expires, item.instance_id) for item in items],
+    )
     return items
 
 
@@ -544,7 +544,10 @@ def _commit(raw: Conn, commit: OrchestrationCommit, now: int, take: ActivityTake
         raw.execute("DELETE FROM messages WHERE instance_id = ?", (iid,))
     for message in commit.messages:
         _deliver(raw, message, now)
-    _refresh_wake(raw, iid)
+    fresh = commit.new_execution is not None  # (its row changed: read it again)
+    _refresh_wake(
+        raw, iid, known=None if fresh else (commit.status.value, length + len(commit.events))
+    )
     return queued
 
 

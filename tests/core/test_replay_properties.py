@@ -301,15 +301,20 @@ def recorded_commands(history) -> list[TaskCommand]:
     return [c for c in map(as_command, history) if c is not None]
 
 
-def valid_cuts(history: list[HistoryEvent]) -> int:
+def valid_cuts(history: list[HistoryEvent], options: EngineOptions | None) -> int:
     """How far a prefix may reach.
 
     A termination, or the history cap, drops the commands its batch produced: a prefix
-    ending inside that batch would decide them again, as it should.
+    ending inside that batch would decide them again, as it should. So does a last batch
+    that went past the cap, which only an end may do: a prefix inside it lacks what let
+    the orchestration end there, and meets the cap instead, as it should.
     """
+    last = max(k for k, e in enumerate(history) if isinstance(e, OrchestratorStarted))
     for n, recorded in enumerate(history):
         if isinstance(recorded, ExecutionTerminated) or _hit_cap(recorded):
             return max(k for k in range(n) if isinstance(history[k], OrchestratorStarted))
+    if len(history) >= (options or EngineOptions()).max_history_events:
+        return last
     return len(history)
 
 
@@ -338,7 +343,7 @@ def test_replaying_a_prefix_of_a_history_yields_a_prefix_of_its_commands(prog, o
         full = recorded_commands(history)
         # The decisions commanded exactly what the history records.
         assert [c for c in inst.commands if as_command_like(c)] == full
-        limit = valid_cuts(history)
+        limit = valid_cuts(history, options)
         cuts = data.draw(
             st.lists(st.integers(0, limit), min_size=1, max_size=6, unique=True), label="cuts"
         )
