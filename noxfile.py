@@ -43,6 +43,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/engine.py", *session.posargs)
     session.run("python", "benchmarks/sqlite.py", *session.posargs)
     session.run("python", "benchmarks/postgres.py", *session.posargs)
+    session.run("python", "benchmarks/eternal.py", *session.posargs)
     session.run("python", "benchmarks/peers.py", *session.posargs)
 
 
