@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
@@ -23,7 +23,7 @@ from durable.core.events import (
     HistoryEvent,
     InboundEvent,
 )
-from durable.core.history import decode_event, encode_event
+from durable.core.history import decode_event, decode_events, encode_event, encode_events
 from durable.core.state import OrchestrationState, OrchestrationStatus
 from durable.store.base import (
     INSTANCE_MESSAGES,
@@ -49,7 +49,7 @@ from durable.store.flow import flow_holder
 
 Conn = sqlite3.Connection
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # Each entry moves the schema from version i to i + 1; never edit one that has shipped.
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -150,6 +150,23 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (instance_id, name, idx)
     ) WITHOUT ROWID;
     """,
+    """
+    -- History kept one row per decision, its events as one JSON array: fewer rows to
+    -- write per step. Each old row (one event) becomes a chunk of one.
+    CREATE TABLE history_chunks (
+        instance_id TEXT NOT NULL,
+        seq         INTEGER NOT NULL,             -- the position of its first event
+        events      BLOB NOT NULL,
+        PRIMARY KEY (instance_id, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO history_chunks (instance_id, seq, events)
+        SELECT instance_id, seq, CAST('[' || CAST(event AS TEXT) || ']' AS BLOB) FROM history;
+    DROP TABLE history;
+    ALTER TABLE history_chunks RENAME TO history;
+
+    -- The unique (instance_id, execution_id, task_id) index finds an instance's activities.
+    DROP INDEX activities_instance;
+    """,
 )
 
 
@@ -208,9 +225,9 @@ def create(raw: Conn, instance: NewInstance, now: int) -> None:
         "INSERT INTO inputs (instance_id, input) VALUES (?, ?)", (start.instance_id, start.input)
     )
     if forked:
-        raw.executemany(
-            "INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
-            [(start.instance_id, n, encode_event(e)) for n, e in enumerate(instance.history)],
+        raw.execute(
+            "INSERT INTO history (instance_id, seq, events) VALUES (?, 0, ?)",
+            (start.instance_id, encode_events(instance.history)),
         )
     first = instance.resume if forked and instance.resume is not None else start
     _insert_message(raw, start.instance_id, first, visible)
@@ -319,16 +336,22 @@ def history(raw: Conn, iid: str, execution_id: str | None) -> list[HistoryEvent]
         if row is None or row[0] != execution_id:
             return []
     rows = raw.execute(
-        "SELECT seq, event FROM history WHERE instance_id = ? ORDER BY seq", (iid,)
+        "SELECT seq, events FROM history WHERE instance_id = ? ORDER BY seq", (iid,)
     ).fetchall()
     events: list[HistoryEvent] = []
     for seq, data in rows:
         try:
-            events.append(decode_event(data))
+            chunk = decode_events(data)
         except (msgspec.DecodeError, UnicodeDecodeError) as e:
             raise CorruptHistoryError(
-                f"history event {seq} of orchestration {iid!r} cannot be decoded: {e}"
+                f"history events from {seq} of orchestration {iid!r} cannot be decoded: {e}"
             ) from e
+        if seq != len(events):
+            raise CorruptHistoryError(
+                f"history of orchestration {iid!r} has a gap: events from {seq} follow"
+                f" {len(events)} events"
+            )
+        events.extend(chunk)
     return events
 
 
@@ -413,13 +436,18 @@ def claim(raw: Conn, owner: str, limit: int, now: int, expires: int) -> list[Orc
         " ORDER BY wake_at LIMIT ?",
         (now, now, owner, limit),
     ).fetchall()
+    visible: dict[str, list[tuple[int, str, bytes]]] = {r[0]: [] for r in rows}
+    for batch in _batches(list(visible)):
+        for iid, mid, kind, event in raw.execute(
+            "SELECT instance_id, id, kind, event FROM messages"  # noqa: S608 - marks only
+            f" WHERE instance_id IN ({', '.join('?' * len(batch))})"
+            " AND COALESCE(visible_at, 0) <= ? ORDER BY id",
+            (*batch, now),
+        ):
+            visible[iid].append((mid, kind, event))
     items: list[OrchestrationWorkItem] = []
     for iid, execution_id, name, length, status in rows:
-        found = raw.execute(
-            "SELECT id, kind, event FROM messages WHERE instance_id = ?"
-            " AND COALESCE(visible_at, 0) <= ? ORDER BY id",
-            (iid, now),
-        ).fetchall()
+        found = visible[iid]
         if not claimable(status, length, {k for _, k, _ in found}):
             _refresh_wake(raw, iid)  # nothing to do yet: sleep until there is
             continue
@@ -496,10 +524,11 @@ def _commit(raw: Conn, commit: OrchestrationCommit, now: int, take: ActivityTake
         raise LeaseLostError(f"the lease on {iid!r} was lost; the decision was not written")
     raw.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in item.message_ids])
     length = item.history_length
-    raw.executemany(
-        "INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
-        [(iid, length + n, encode_event(e)) for n, e in enumerate(commit.events)],
-    )
+    if commit.events:
+        raw.execute(
+            "INSERT INTO history (instance_id, seq, events) VALUES (?, ?, ?)",
+            (iid, length, encode_events(commit.events)),
+        )
     failure = _FAILURE_ENCODER.encode(commit.failure) if commit.failure is not None else None
     raw.execute(
         "UPDATE instances SET status = ?, custom_status = ?, output = ?, failure = ?,"
@@ -640,19 +669,82 @@ def claim_activities(
 
 
 def complete_activities(raw: Conn, results: Sequence[ActivityResult], now: int) -> None:
-    for result in results:
-        item = result.item
-        gone = raw.execute("DELETE FROM activities WHERE id = ?", (item.id,)).rowcount == 0
-        if gone:
-            continue  # another worker completed it first
-        raw.execute("DELETE FROM activity_inputs WHERE id = ?", (item.id,))
-        _deliver(
+    # One result per work item (the first); the rest: another worker completed them.
+    unique = list({r.item.id: r for r in reversed(results)}.values())[::-1]
+    for batch in _batches(unique):
+        ids = [r.item.id for r in batch]
+        marks = ", ".join("?" * len(ids))
+        found = {
+            row[0]
+            for row in raw.execute(
+                f"SELECT id FROM activities WHERE id IN ({marks})",  # noqa: S608 - marks only
+                ids,
+            )
+        }
+        raw.execute(f"DELETE FROM activities WHERE id IN ({marks})", ids)  # noqa: S608
+        raw.execute(f"DELETE FROM activity_inputs WHERE id IN ({marks})", ids)  # noqa: S608
+        _deliver_many(
             raw,
-            Message(
-                instance_id=item.instance_id, event=result.event, execution_id=item.execution_id
-            ),
+            [
+                Message(
+                    instance_id=r.item.instance_id,
+                    event=r.event,
+                    execution_id=r.item.execution_id,
+                )
+                for r in batch
+                if r.item.id in found
+            ],
             now,
         )
+
+
+T = TypeVar("T")
+
+_BATCH = 400
+"""Rows per `IN (...)` list (SQLite allows 32,766 parameters; older builds 999)."""
+
+
+def _batches(items: Sequence[T]) -> list[Sequence[T]]:
+    return [items[i : i + _BATCH] for i in range(0, len(items), _BATCH)]
+
+
+def _deliver_many(raw: Conn, messages: Sequence[Message], now: int) -> None:
+    """`_deliver` each message, in order, with a few statements for all of them."""
+    if any(isinstance(m.event, ExecutionRewound) for m in messages):
+        for m in messages:  # (a rewind changes what the messages after it meet)
+            _deliver(raw, m, now)
+        return
+    ids = sorted({m.instance_id for m in messages})
+    rows: dict[str, tuple[str, str, int]] = {}
+    for batch in _batches(ids):
+        marks = ", ".join("?" * len(batch))
+        for iid, *row in raw.execute(
+            "SELECT instance_id, status, execution_id, history_length FROM instances"  # noqa: S608
+            f" WHERE instance_id IN ({marks})",
+            batch,
+        ):
+            rows[iid] = (row[0], row[1], row[2])
+    inserts: list[tuple[str, str, int | None, bytes]] = []
+    wakes: dict[str, int] = {}
+    for m in messages:
+        row = rows.get(m.instance_id)
+        if row is None:
+            continue
+        fate = delivery(*row, m)
+        if fate == "drop":
+            continue
+        visible = None if m.visible_at is None else us(m.visible_at)
+        inserts.append((m.instance_id, _kind(m.event), visible, encode_event(m.event)))
+        if fate == "wake":
+            due = visible if visible is not None else 0
+            wakes[m.instance_id] = min(due, wakes.get(m.instance_id, due))
+    raw.executemany(
+        "INSERT INTO messages (instance_id, kind, visible_at, event) VALUES (?, ?, ?, ?)", inserts
+    )
+    raw.executemany(
+        "UPDATE instances SET wake_at = MIN(COALESCE(wake_at, ?), ?) WHERE instance_id = ?",
+        [(due, due, iid) for iid, due in wakes.items()],
+    )
 
 
 def abandon_activities(raw: Conn, items: Sequence[ActivityWorkItem], ready_at: int) -> None:

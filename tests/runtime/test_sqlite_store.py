@@ -38,8 +38,10 @@ from durable.core.events import (
     TimerCreated,
     TimerFired,
 )
+from durable.core.history import decode_events, encode_event
+from durable.store import _sqlite_sql
 from durable.store.base import OrchestrationWorkItem
-from durable.store.sqlite import SCHEMA_VERSION
+from durable.store.sqlite import SCHEMA_VERSION, _statements
 
 S = durable.OrchestrationStatus
 CALLS = Calls()
@@ -148,17 +150,18 @@ def assert_well_formed(history: durable.History) -> None:
 
 
 def assert_rows_consistent(path: Path) -> None:
-    """Every instance's stored history length matches its rows, numbered 0..n-1."""
+    """Every instance's stored history length matches its rows: chunks of events, each
+    starting where the one before it ended, from 0 to the length."""
     with raw(path) as db:
         rows = db.execute("SELECT instance_id, history_length FROM instances").fetchall()
         for iid, length in rows:
-            seqs = [
-                s
-                for (s,) in db.execute(
-                    "SELECT seq FROM history WHERE instance_id = ? ORDER BY seq", (iid,)
-                )
-            ]
-            assert seqs == list(range(length)), (iid, length, seqs)
+            at = 0
+            for seq, events in db.execute(
+                "SELECT seq, events FROM history WHERE instance_id = ? ORDER BY seq", (iid,)
+            ):
+                assert seq == at, (iid, length, seq, at)
+                at += len(decode_events(events))
+            assert at == length, (iid, length, at)
 
 
 async def all_well_formed(client: durable.Client, path: Path) -> None:
@@ -538,10 +541,12 @@ async def start_waiting(path: Path, n: int) -> list[str]:
 
 
 def corrupt(path: Path, iid: str, seq: int) -> None:
+    """Spoil the stored chunk of history that holds event `seq`."""
     with raw(path) as db:
         changed = db.execute(
-            "UPDATE history SET event = ? WHERE instance_id = ? AND seq = ?",
-            (b"\xff\xfe{not json at all", iid, seq),
+            "UPDATE history SET events = ? WHERE instance_id = ? AND seq = (SELECT MAX(seq)"
+            " FROM history WHERE instance_id = ? AND seq <= ?)",
+            (b"\xff\xfe{not json at all", iid, iid, seq),
         ).rowcount
     assert changed == 1
 
@@ -675,6 +680,41 @@ async def test_schema_version_and_wal(tmp_path: Path) -> None:
     async with durable.SqliteStore(path) as again:
         assert len([s async for s in durable.Client(again).list_orchestrations()]) == 1
     assert scalar(path, "PRAGMA user_version") == SCHEMA_VERSION
+
+
+async def test_a_version_2_file_is_migrated_and_its_histories_read_the_same(
+    tmp_path: Path,
+) -> None:
+    # A file as durable with schema 2 left it: one history row per event. A worker on
+    # the migrated file finishes the instance from where it stood.
+    path = tmp_path / "v2.db"
+    source = tmp_path / "source.db"
+    async with durable.SqliteStore(source) as store, make_worker(store):
+        client = durable.Client(store)
+        done = await completed(client, await client.schedule_new_orchestration(chain, input="k"))
+        history = await client.get_orchestration_history(done.instance_id)
+    with raw(path) as db:
+        for script in _sqlite_sql.MIGRATIONS[:2]:
+            for statement in _statements(script):
+                db.execute(statement)
+        db.execute(
+            "INSERT INTO instances (instance_id, ord, name, execution_id, status, created_at,"
+            " updated_at, history_length) VALUES ('old', 1, 'chain', ?, 'COMPLETED', 0, 0, ?)",
+            (
+                next(e for e in history if isinstance(e, ExecutionStarted)).execution_id,
+                len(history),
+            ),
+        )
+        db.executemany(
+            "INSERT INTO history (instance_id, seq, event) VALUES ('old', ?, ?)",
+            [(n, encode_event(e)) for n, e in enumerate(history)],
+        )
+        db.execute("PRAGMA user_version = 2")
+    async with durable.SqliteStore(path) as store:
+        assert await durable.Client(store).get_orchestration_history("old") == history
+    assert scalar(path, "PRAGMA user_version") == SCHEMA_VERSION
+    assert scalar(path, "SELECT count(*) FROM history") == len(history)  # (chunks of one)
+    assert_rows_consistent(path)
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
