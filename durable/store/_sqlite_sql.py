@@ -292,6 +292,16 @@ def _deliver(raw: Conn, message: Message, now: int) -> bool:
     return True
 
 
+def _waking(status: str, length: int) -> tuple[str, tuple[str, ...]]:
+    """Which messages give an instance with this status and history length work: a
+    condition on `messages` and its arguments."""
+    if status in _TERMINAL:
+        return "kind = ?", (_REWOUND if status == _FAILED else "",)
+    if length == 0:
+        return "kind IN (?, ?)", tuple(_STARTER_KINDS)
+    return "1", ()
+
+
 def _refresh_wake(
     raw: Conn, iid: str, not_before: int = 0, known: tuple[str, int] | None = None
 ) -> None:
@@ -304,14 +314,7 @@ def _refresh_wake(
         if row is None:
             return
         known = row
-    status, length = known
-    args: tuple[str, ...]
-    if status in _TERMINAL:
-        which, args = "kind = ?", (_REWOUND if status == _FAILED else "",)
-    elif length == 0:
-        which, args = "kind IN (?, ?)", tuple(_STARTER_KINDS)
-    else:
-        which, args = "1", ()
+    which, args = _waking(*known)
     # (MAX with the floor keeps NULL, no work, as NULL)
     raw.execute(
         "UPDATE instances SET wake_at = (SELECT MAX(MIN(COALESCE(visible_at, 0)), ?)"  # noqa: S608 - `which` is a constant
@@ -530,19 +533,16 @@ def _commit(raw: Conn, commit: OrchestrationCommit, now: int, take: ActivityTake
             (iid, length, encode_events(commit.events)),
         )
     failure = _FAILURE_ENCODER.encode(commit.failure) if commit.failure is not None else None
+    status, new_length = commit.status.value, length + len(commit.events)
+    # When it next has work, from the messages left (what this commit sends it, and a
+    # new execution, are seen to below).
+    which, args = _waking(status, new_length)
     raw.execute(
-        "UPDATE instances SET status = ?, custom_status = ?, output = ?, failure = ?,"
-        " updated_at = ?, history_length = ?, lease_owner = NULL, lease_expires = NULL"
-        " WHERE instance_id = ?",
-        (
-            commit.status.value,
-            commit.custom_status,
-            commit.output,
-            failure,
-            now,
-            length + len(commit.events),
-            iid,
-        ),
+        "UPDATE instances SET status = ?, custom_status = ?, output = ?, failure = ?,"  # noqa: S608 - `which` is a constant
+        " updated_at = ?, history_length = ?, lease_owner = NULL, lease_expires = NULL,"
+        " wake_at = (SELECT MIN(COALESCE(visible_at, 0)) FROM messages"
+        f" WHERE instance_id = ? AND {which}) WHERE instance_id = ?",
+        (status, commit.custom_status, commit.output, failure, now, new_length, iid, *args, iid),
     )
     queued = False
     for a in commit.activities:
@@ -570,13 +570,11 @@ def _commit(raw: Conn, commit: OrchestrationCommit, now: int, take: ActivityTake
     if commit.new_execution is not None:
         _continue_as_new(raw, iid, commit.new_execution, commit.carried)
     elif commit.status.value in _TERMINAL and commit.status is not OrchestrationStatus.FAILED:
-        raw.execute("DELETE FROM messages WHERE instance_id = ?", (iid,))
+        raw.execute("DELETE FROM messages WHERE instance_id = ?", (iid,))  # (none wakes it)
     for message in commit.messages:
-        _deliver(raw, message, now)
-    fresh = commit.new_execution is not None  # (its row changed: read it again)
-    _refresh_wake(
-        raw, iid, known=None if fresh else (commit.status.value, length + len(commit.events))
-    )
+        _deliver(raw, message, now)  # (lowers the wake time of those it gives work)
+    if commit.new_execution is not None:
+        _refresh_wake(raw, iid)
     return queued
 
 
