@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, assert_never
 
+from durable._records import (
+    child_instance,
+    report_to_parent,
+    terminates_children,
+    timer_message,
+)
 from durable.core.commands import (
     CompleteOrchestration,
     ContinueAsNew,
@@ -33,7 +39,6 @@ from durable.core.errors import (
     NotRegisteredError,
     StoreError,
     StoreFullError,
-    TaskFailedError,
 )
 from durable.core.events import (
     ChildOrchestrationCompleted,
@@ -47,7 +52,6 @@ from durable.core.events import (
     FailureDetails,
     InboundEvent,
     OrchestratorStarted,
-    ParentInstance,
     TaskCompleted,
     TaskFailed,
     TimerFired,
@@ -451,7 +455,7 @@ class Worker:
         start = next((e for e in events if isinstance(e, ExecutionStarted)), None)
         messages: list[Message] = []
         if start is not None and start.parent is not None:
-            messages.append(_report_to_parent(start.parent, "TERMINATED", stop.output, None, now))
+            messages.append(report_to_parent(start.parent, "TERMINATED", stop.output, None, now))
         if stop.recurse:
             ended = {
                 e.task_id
@@ -496,16 +500,16 @@ class Worker:
                 case ScheduleActivity():
                     activities.append(command)
                 case CreateTimer():
-                    messages.append(_timer(item, command))
+                    messages.append(timer_message(item, command))
                 case SendEvent(instance_id=target, name=n, input=x):
                     raised = EventRaised(timestamp=now, name=n, input=x)
                     messages.append(Message(instance_id=target, event=raised))
                 case StartChildOrchestration():
-                    children.append(_child(item, command, now))
+                    children.append(child_instance(item, command, now))
                 case CompleteOrchestration(status=status, result=result, failure=failure):
                     if parent is not None:
-                        messages.append(_report_to_parent(parent, status, result, failure, now))
-                    if status == "TERMINATED" and _recursive(decision):
+                        messages.append(report_to_parent(parent, status, result, failure, now))
+                    if status == "TERMINATED" and terminates_children(decision):
                         for child in execution.open_children():
                             stop = ExecutionTerminated(timestamp=now, output=None)
                             messages.append(Message(instance_id=child, event=stop))
@@ -524,11 +528,11 @@ class Worker:
                 case ScheduleActivity():
                     activities.append(rerun)  # the store skips one already waiting
                 case CreateTimer():
-                    messages.append(_timer(item, rerun))  # a second firing is ignored
+                    messages.append(timer_message(item, rerun))  # a second firing is ignored
                 case StartChildOrchestration():
                     # A running child is left as it is, a failed one rewound, a terminated
                     # one run anew.
-                    children.append(_child(item, rerun, now, rerun=True))
+                    children.append(child_instance(item, rerun, now, rerun=True))
                     again = ExecutionRewound(timestamp=now, reason="its parent was rewound")
                     messages.append(Message(instance_id=rerun.instance_id, event=again))
                 case _:
@@ -746,62 +750,3 @@ class _ActivityStreams(StreamSink):
 
     def write_sync(self, name: str, data: Any, close: bool) -> None:
         asyncio.run_coroutine_threadsafe(self.write(name, data, close), self._loop).result()
-
-
-def _timer(item: OrchestrationWorkItem, timer: CreateTimer) -> Message:
-    fired = TimerFired(timestamp=timer.fire_at, task_id=timer.task_id, fire_at=timer.fire_at)
-    return Message(
-        instance_id=item.instance_id,
-        event=fired,
-        execution_id=item.execution_id,
-        visible_at=timer.fire_at,
-    )
-
-
-def _child(
-    item: OrchestrationWorkItem,
-    command: StartChildOrchestration,
-    now: datetime,
-    *,
-    rerun: bool = False,
-) -> NewInstance:
-    start = ExecutionStarted(
-        timestamp=now,
-        name=command.name,
-        instance_id=command.instance_id,
-        execution_id=uuid.uuid4().hex,
-        input=command.input,
-        parent=ParentInstance(
-            instance_id=item.instance_id, execution_id=item.execution_id, task_id=command.task_id
-        ),
-    )
-    return NewInstance(start=start, rerun=rerun)
-
-
-def _report_to_parent(
-    parent: ParentInstance,
-    status: str,
-    result: str | None,
-    failure: FailureDetails | None,
-    now: datetime,
-) -> Message:
-    event: InboundEvent
-    if status == "COMPLETED":
-        event = ChildOrchestrationCompleted(timestamp=now, task_id=parent.task_id, result=result)
-    else:
-        if failure is None:
-            failure = FailureDetails.from_exception(
-                TaskFailedError(f"the child orchestration was {status.lower()}", _terminated())
-            )
-        event = ChildOrchestrationFailed(timestamp=now, task_id=parent.task_id, failure=failure)
-    return Message(instance_id=parent.instance_id, event=event, execution_id=parent.execution_id)
-
-
-def _recursive(decision: Decision) -> bool:
-    # terminate_orchestration(recursive=False) leaves the children running.
-    stop = next((e for e in decision.events if isinstance(e, ExecutionTerminated)), None)
-    return stop is None or stop.recurse
-
-
-def _terminated() -> FailureDetails:
-    return FailureDetails(message="terminated", error_type="durable.OrchestrationTerminated")
