@@ -264,32 +264,7 @@ def send(raw: Conn, message: Message, now: int) -> None:
 
 def _deliver(raw: Conn, message: Message, now: int) -> bool:
     """Queue `message` for its instance; False if the instance is unknown or ignores it."""
-    iid, event = message.instance_id, message.event
-    row = raw.execute(
-        "SELECT status, execution_id, history_length FROM instances WHERE instance_id = ?",
-        (iid,),
-    ).fetchone()
-    if row is None:
-        return False
-    status, execution_id, length = row
-    fate = delivery(status, execution_id, length, message)
-    if fate == "drop":
-        return False
-    visible = None if message.visible_at is None else us(message.visible_at)
-    _insert_message(raw, iid, event, visible)
-    if isinstance(event, ExecutionRewound):  # it runs again (its history says how)
-        raw.execute(
-            "UPDATE instances SET status = ?, failure = NULL, updated_at = ? WHERE instance_id = ?",
-            (OrchestrationStatus.RUNNING.value, now, iid),
-        )
-    if fate == "keep":
-        return True
-    due = visible if visible is not None else 0
-    raw.execute(
-        "UPDATE instances SET wake_at = MIN(COALESCE(wake_at, ?), ?) WHERE instance_id = ?",
-        (due, due, iid),
-    )
-    return True
+    return _deliver_many(raw, [message], now)[0]
 
 
 def _waking(status: str, length: int) -> tuple[str, tuple[str, ...]]:
@@ -706,14 +681,11 @@ def _batches(items: Sequence[T]) -> list[Sequence[T]]:
     return [items[i : i + _BATCH] for i in range(0, len(items), _BATCH)]
 
 
-def _deliver_many(raw: Conn, messages: Sequence[Message], now: int) -> None:
-    """`_deliver` each message, in order, with a few statements for all of them."""
-    if any(isinstance(m.event, ExecutionRewound) for m in messages):
-        for m in messages:  # (a rewind changes what the messages after it meet)
-            _deliver(raw, m, now)
-        return
+def _deliver_many(raw: Conn, messages: Sequence[Message], now: int) -> list[bool]:
+    """Queue each message for its instance, in order, with a few statements for all of
+    them; per message, False if its instance is unknown or ignores it."""
     ids = sorted({m.instance_id for m in messages})
-    rows: dict[str, tuple[str, str, int]] = {}
+    rows: dict[str, list[Any]] = {}
     for batch in _batches(ids):
         marks = ", ".join("?" * len(batch))
         for iid, *row in raw.execute(
@@ -721,18 +693,25 @@ def _deliver_many(raw: Conn, messages: Sequence[Message], now: int) -> None:
             f" WHERE instance_id IN ({marks})",
             batch,
         ):
-            rows[iid] = (row[0], row[1], row[2])
+            rows[iid] = row
+    delivered: list[bool] = []
     inserts: list[tuple[str, str, int | None, bytes]] = []
     wakes: dict[str, int] = {}
     for m in messages:
         row = rows.get(m.instance_id)
-        if row is None:
-            continue
-        fate = delivery(*row, m)
-        if fate == "drop":
+        fate = "drop" if row is None else delivery(row[0], row[1], row[2], m)
+        delivered.append(fate != "drop")
+        if row is None or fate == "drop":
             continue
         visible = None if m.visible_at is None else us(m.visible_at)
         inserts.append((m.instance_id, _kind(m.event), visible, encode_event(m.event)))
+        if isinstance(m.event, ExecutionRewound):  # it runs again (its history says how)
+            row[0] = OrchestrationStatus.RUNNING.value  # (what the messages after it meet)
+            raw.execute(
+                "UPDATE instances SET status = ?, failure = NULL, updated_at = ?"
+                " WHERE instance_id = ?",
+                (row[0], now, m.instance_id),
+            )
         if fate == "wake":
             due = visible if visible is not None else 0
             wakes[m.instance_id] = min(due, wakes.get(m.instance_id, due))
@@ -743,6 +722,7 @@ def _deliver_many(raw: Conn, messages: Sequence[Message], now: int) -> None:
         "UPDATE instances SET wake_at = MIN(COALESCE(wake_at, ?), ?) WHERE instance_id = ?",
         [(due, due, iid) for iid, due in wakes.items()],
     )
+    return delivered
 
 
 def abandon_activities(raw: Conn, items: Sequence[ActivityWorkItem], ready_at: int) -> None:
