@@ -277,19 +277,14 @@ def _waking(status: str, length: int) -> tuple[str, tuple[str, ...]]:
     return "1", ()
 
 
-def _refresh_wake(
-    raw: Conn, iid: str, not_before: int = 0, known: tuple[str, int] | None = None
-) -> None:
-    """Recompute when `iid` next has work to claim, after its messages changed (`known`:
-    its status and history length, when the caller has them)."""
-    if known is None:
-        row = raw.execute(
-            "SELECT status, history_length FROM instances WHERE instance_id = ?", (iid,)
-        ).fetchone()
-        if row is None:
-            return
-        known = row
-    which, args = _waking(*known)
+def _refresh_wake(raw: Conn, iid: str, not_before: int = 0) -> None:
+    """Recompute when `iid` next has work to claim, after its messages changed."""
+    row = raw.execute(
+        "SELECT status, history_length FROM instances WHERE instance_id = ?", (iid,)
+    ).fetchone()
+    if row is None:
+        return
+    which, args = _waking(*row)
     # (MAX with the floor keeps NULL, no work, as NULL)
     raw.execute(
         "UPDATE instances SET wake_at = (SELECT MAX(MIN(COALESCE(visible_at, 0)), ?)"  # noqa: S608 - `which` is a constant
