@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -193,7 +194,10 @@ class FreezingStore(durable.PostgresStore):
         claimed = self.claimed.get(hit[0])
         append(fd, {"pid": os.getpid(), "instances": hit, "claimed": claimed, "time": time.time()})
         os.close(fd)
-        os.kill(os.getpid(), signal.SIGSTOP)  # the lease runs out while we stand
+        # The lease runs out while we stand. Sent to this thread, the stop begins before
+        # the call returns; sent to the process, another thread may take it, and this one
+        # run on for a while (long enough, on a busy machine, to commit).
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
     async def claim_orchestrations(
         self, owner: str, limit: int, lease_seconds: float
