@@ -19,6 +19,11 @@ server and of the workers (their worker loop and store thread apart), and the st
 calls per activity. Targets: >= 3,000 completions/s with 2 workers, and 2 workers >= 1.5x
 one worker.
 
+Then DBOS (if installed: the `bench` group) runs the same chain on the same server with
+the same worker counts, one run each (benchmarks/_dbos_pg.py), and the table gives
+durable/DBOS. Target (issue 7): at least 10x DBOS with 2 workers each. `--no-peers`
+skips it.
+
 Run: `nox -s bench` or `python benchmarks/postgres.py [--quick]`. Profiling aids:
 `--profile DIR` (cProfile in each worker: DIR/w{N}r{run}-{i}.prof.{worker,store}) and
 `--statements` (loads pg_stat_statements; prints the costliest statements of each run).
@@ -39,6 +44,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Coroutine
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +58,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # the shared definitions of benchmarks/sqlite.py
     sys.path.insert(0, str(HERE))
 
+import _dbos_pg as dbos_pg  # noqa: E402
 import _sqlite_worker as defs  # noqa: E402
 
 import durable  # noqa: E402
@@ -65,6 +72,7 @@ MAX_ORCHESTRATIONS = 64
 MAX_CONNECTIONS = 10  # the PostgresStore default
 TARGET_COMPLETIONS_PER_S = 3000  # with 2 workers
 TARGET_SCALING = 1.5  # 2 workers / 1 worker
+TARGET_VS_DBOS = 10.0  # with 2 workers each (issue 7)
 POLL_S = 0.02
 RUN_BOUND_S = 180  # one run (schedule, work, checks) aborts the benchmark beyond this
 TERMINAL = ("COMPLETED", "FAILED", "TERMINATED")
@@ -368,6 +376,48 @@ def r(x: float, digits: int = 3) -> float:
     return round(x, digits)
 
 
+def dbos_rows(url: str, counts: list[int], instances: int, wanted: bool) -> dict[int, float]:
+    """DBOS's steps/s on the same server with each worker count (one run each)."""
+    if not wanted:
+        return {}
+    if not dbos_pg.installed():
+        print("  DBOS: not installed (pip install --group bench, or nox -s bench)", flush=True)
+        return {}
+    rows: dict[int, float] = {}
+    for n in counts:
+        rows[n] = dbos_pg.one_run(url, n, instances, STEPS, RUN_BOUND_S)
+        print(f"  DBOS, {n} worker process(es): {rows[n]:8,.0f} steps/s", flush=True)
+    return rows
+
+
+def dbos_figures(
+    dbos: dict[int, float], summary: dict[int, dict[str, Any]], lines: list[str]
+) -> dict[str, Any]:
+    """The durable/DBOS rows of the table, and their figures for the JSON."""
+    lines.append(
+        f"DBOS {metadata.version('dbos')} on the same server (queue: 16 workflows per"
+        " process, polled every 0.1 s; see _dbos_pg_worker.py)"
+    )
+    lines.append(f"{'workers':>7} {'DBOS steps/s':>13} {'durable median':>15} {'durable/DBOS':>13}")
+    out: dict[str, Any] = {"version": metadata.version("dbos"), "by_workers": {}}
+    for n, rate in sorted(dbos.items()):
+        ours = summary[n]["completions_per_s_median"] if n in summary else None
+        ratio = None if ours is None else ours / rate
+        lines.append(
+            f"{n:>7} {rate:>13,.0f} {'' if ours is None else f'{ours:,.0f}':>15}"
+            f" {'' if ratio is None else f'{ratio:.1f}x':>13}"
+        )
+        out["by_workers"][str(n)] = {"steps_per_s": round(rate), "durable_over_dbos": ratio}
+    if 2 in dbos and 2 in summary:
+        ratio = summary[2]["completions_per_s_median"] / dbos[2]
+        out["target_10x_with_2_workers_met"] = ratio >= TARGET_VS_DBOS
+        lines.append(
+            f"target 2 workers >= {TARGET_VS_DBOS:g}x DBOS with 2 workers:"
+            f" {'MET' if ratio >= TARGET_VS_DBOS else 'NOT MET'} ({ratio:.1f}x)"
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller runs (CI smoke)")
@@ -389,6 +439,9 @@ def main() -> None:
     parser.add_argument("--profile", default=None, help="cProfile each worker into this dir")
     parser.add_argument("--statements", action="store_true", help="load pg_stat_statements")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/postgres.json")
+    parser.add_argument(
+        "--no-peers", dest="peers", action="store_false", help="durable only, not DBOS"
+    )
     args = parser.parse_args()
     quick = args.quick
     instances = args.instances or (200 if quick else 1000)
@@ -412,6 +465,7 @@ def main() -> None:
         profile.mkdir(parents=True, exist_ok=True)
 
     results: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    dbos: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="durable-bench-pg-") as tmp:
         began = time.perf_counter()
         server = start_server(tmp, args.statements)
@@ -446,6 +500,7 @@ def main() -> None:
                         f" {loads['calls'] * STEPS / (STEPS + 1):.0%} of decisions)",
                         flush=True,
                     )
+            dbos = dbos_rows(url, args.workers, instances, args.peers)
         finally:
             server.cleanup()
 
@@ -565,6 +620,8 @@ def main() -> None:
                 f"4 workers / 1 worker: {figures['scaling_4_over_1_median']:.2f}x (median),"
                 f" {figures['scaling_4_over_1_best']:.2f}x (best/best)"
             )
+    if dbos:
+        figures["dbos"] = dbos_figures(dbos, summary, lines)
     lines.append(
         f"({os.cpu_count()} CPUs; 'busy' is the whole machine's, other work included:"
         " figures are noisy on a shared machine)"
