@@ -23,9 +23,9 @@ Workloads (each step adds one to a number):
 - `recovery-start N STEPS`: N workflows of STEPS steps of 20 ms each; once a third of all
   steps are done, the process SIGKILLs itself.
 - `recovery-finish N STEPS`: the same system restarted on the same directory; the time
-  from the restart (before the system is opened) until all N workflows have their
-  results (the parent's launch time comes in $PEER_LAUNCHED). durable and DBOS recover by themselves; LangGraph is asked to resume each
-  thread (`ainvoke(None, ...)`), as its docs say.
+  from the restart (the parent's launch of this process, in $PEER_LAUNCHED) until all N
+  workflows have their results. durable and DBOS recover by themselves; LangGraph is
+  asked to resume each thread (`ainvoke(None, ...)`), as its docs say.
 """
 
 from __future__ import annotations
