@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import re
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ from durable.core.events import FailureDetails, HistoryEvent
 from durable.core.state import OrchestrationState
 from durable.store import _sqlite_flow as flow
 from durable.store import _sqlite_sql as sql
+from durable.store._sqlite_owners import OwnerLocks, end_leases
 from durable.store._sqlite_sql import SCHEMA_VERSION, Conn
 from durable.store.base import (
     ActivityResult,
@@ -49,6 +51,7 @@ from durable.store.flow import FlowLimit
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
 T = TypeVar("T")
+log = logging.getLogger("durable.store.sqlite")
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _PRAGMA_NAME = re.compile(r"[a-z_]{1,64}")
@@ -108,6 +111,7 @@ class SqliteStore:
         self._reader: _Link | None = None
         self._opening: concurrent.futures.Future[None] | None = None
         self._open_lock = threading.Lock()
+        self._owners = OwnerLocks(self.path)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -151,11 +155,29 @@ class SqliteStore:
         writer = await self._connect()
         try:
             await _call(writer.conn, self._configure, writer.raw)
+            await self._reap(writer)
             reader = await self._connect()
         except BaseException:
             await writer.conn.close()
             raise
         self._writer, self._reader = writer, reader
+
+    async def _reap(self, writer: _Link) -> None:
+        """End at once the leases of workers whose process is gone (see _sqlite_owners)."""
+        dead = self._owners.reap()
+        if not dead:
+            return
+        owners = [owner for owner, _, _ in dead]
+        try:
+            ended = await _call(
+                writer.conn, _transaction, writer.raw, end_leases, (owners, us(self.clock())), None
+            )
+        except BaseException:
+            self._owners.forget(dead, unlink=False)  # the next store to open tries again
+            raise
+        self._owners.forget(dead)  # (kept locked until their leases had ended)
+        if ended:
+            log.info("%s: ended %d leases of %d stopped workers", self.path, ended, len(owners))
 
     async def _connect(self) -> _Link:
         conn = aiosqlite.connect(self.path, isolation_level=None, timeout=self._busy_ms / 1000)
@@ -220,6 +242,7 @@ class SqliteStore:
             self._opening = None
         for link in links:
             await link.conn.close()
+        self._owners.release()
 
     async def _write(
         self, fn: Callable[..., T], *args: Any, probe: Callable[..., bool] | None = None
@@ -273,6 +296,8 @@ class SqliteStore:
     async def claim_orchestrations(
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[OrchestrationWorkItem]:
+        self._owners.hold(owner)
+        await self._ready()  # (an open ends dead workers' leases: at a time before `now`)
         now = us(self.clock())
         expires = now + int(lease_seconds * 1e6)
         return await self._write(sql.claim, owner, limit, now, expires, probe=sql.has_work)
@@ -280,6 +305,8 @@ class SqliteStore:
     async def commit_orchestrations(
         self, commits: Sequence[OrchestrationCommit], take: ActivityTake | None = None
     ) -> list[Exception | None]:
+        if take is not None:
+            self._owners.hold(take.owner)
         outcomes, queued = await self._write(sql.commit_all, commits, us(self.clock()), take)
         if queued:
             self.activity_work.notify()
@@ -299,6 +326,8 @@ class SqliteStore:
     async def claim_activities(
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[ActivityWorkItem]:
+        self._owners.hold(owner)
+        await self._ready()
         now = us(self.clock())
         expires = now + int(lease_seconds * 1e6)
         return await self._write(

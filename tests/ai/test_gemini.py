@@ -193,7 +193,7 @@ async def test_no_key_appears_anywhere_in_the_stored_database(tmp_path: Path) ->
     assert state is not None and state.runtime_status is durable.OrchestrationStatus.COMPLETED
     assert len(server.calls) == 2
     # ...and never stored: not in the database, its WAL, or any other file beside it.
-    files = [p for p in tmp_path.iterdir() if p.name.startswith("d.db")]
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and "d.db" in str(p)]
     assert files
     for f in files:
         data = f.read_bytes()

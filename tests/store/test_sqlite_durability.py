@@ -6,6 +6,9 @@ both are open (leases and fencing live in the database, so two processes share t
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +109,69 @@ async def test_two_open_stores_share_leases_and_fencing(path: Path, clock: FakeC
     finally:
         await one.close()
         await two.close()
+
+
+async def test_the_leases_of_a_process_that_died_end_when_a_store_next_opens(
+    path: Path,
+) -> None:
+    """A process leases an instance and an activity for 10 minutes, then dies (no close):
+    the next store to open the file ends those leases, and its worker claims both at once.
+    While the process lived, its lock file kept them (a store opened then waits)."""
+    setup = SqliteStore(path)
+    try:
+        await setup.create_instance(new_instance("b"))
+        b = await claim_one(setup, "b", owner="w1")
+        await commit(setup, b, activities=(ScheduleActivity(task_id=1, name="x"),))
+        await setup.create_instance(new_instance("a"))
+    finally:
+        await setup.close()
+    script = f"""
+import asyncio, os, sys
+from durable.store import SqliteStore
+
+async def main():
+    store = SqliteStore({str(path)!r})
+    held = await store.claim_orchestrations("ghost", 10, 600.0)
+    acts = await store.claim_activities("ghost", 10, 600.0)
+    print(len(held), len(acts), flush=True)
+    sys.stdin.read()  # lives until the test closes its stdin
+    os._exit(0)  # then dies without closing anything
+
+asyncio.run(main())
+"""
+    ghost = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert ghost.stdout is not None and ghost.stdin is not None
+    assert ghost.stdout.readline().split() == ["1", "1"]
+    alive = SqliteStore(path)
+    try:  # opened while the ghost lives: its leases stand
+        assert await alive.claim_orchestrations("w2", 10, LEASE) == []
+        assert await alive.claim_activities("w2", 10, LEASE) == []
+    finally:
+        await alive.close()
+    ghost.stdin.close()
+    assert ghost.wait(timeout=30) == 0
+    after = SqliteStore(path)
+    try:
+        [item] = await after.claim_orchestrations("w2", 10, LEASE)
+        assert item.instance_id == "a"
+        [act] = await after.claim_activities("w2", 10, LEASE)
+        assert (act.instance_id, act.task_id) == ("b", 1)
+    finally:
+        await after.close()
+    assert list(path.with_name(path.name + "-owners").iterdir()) == []
+
+
+async def test_a_store_that_cannot_keep_lock_files_works_with_leases_alone(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path.with_name(path.name + "-owners").write_text("not a folder")
+    store = SqliteStore(path)
+    try:
+        await store.create_instance(new_instance("a"))
+        with caplog.at_level(logging.WARNING, logger="durable.store.sqlite"):
+            await claim_one(store, "a", owner="w1")
+        assert "no owner locks" in caplog.text
+    finally:
+        await store.close()
