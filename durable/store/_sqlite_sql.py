@@ -10,15 +10,11 @@ import msgspec
 
 from durable.core.errors import (
     CorruptHistoryError,
-    LeaseLostError,
-    OrchestrationAlreadyExistsError,
     OrchestrationNotFoundError,
     OrchestrationStateError,
 )
 from durable.core.events import (
-    ChildOrchestrationFailed,
     ExecutionRewound,
-    ExecutionStarted,
     FailureDetails,
     HistoryEvent,
     InboundEvent,
@@ -29,18 +25,15 @@ from durable.store.base import (
     INSTANCE_MESSAGES,
     STARTERS,
     ActivityResult,
-    ActivityTake,
     ActivityWorkItem,
     InstancePage,
     InstanceQuery,
     Message,
     NewInstance,
-    OrchestrationCommit,
     OrchestrationWorkItem,
     activity_from_row,
     claimable,
     delivery,
-    dt,
     replaces,
     state_from_row,
     us,
@@ -457,143 +450,6 @@ def claim(raw: Conn, owner: str, limit: int, now: int, expires: int) -> list[Orc
         [(owner, expires, item.instance_id) for item in items],
     )
     return items
-
-
-def commit_all(
-    raw: Conn, commits: Sequence[OrchestrationCommit], now: int, take: ActivityTake | None
-) -> tuple[list[Exception | None], bool]:
-    """Commit each decision; returns the outcomes, and whether activities were queued for
-    any worker to claim (those not leased to `take.owner`, see `ActivityTake`)."""
-    outcomes: list[Exception | None] = []
-    queued = False
-    if take is not None:
-        take.items.clear()  # (what an attempt that was rolled back leased is not leased)
-    for commit in commits:
-        try:
-            queued |= _commit(raw, commit, now, take)
-        except LeaseLostError as e:
-            outcomes.append(e)
-            continue
-        outcomes.append(None)
-    return outcomes, queued
-
-
-def _commit(raw: Conn, commit: OrchestrationCommit, now: int, take: ActivityTake | None) -> bool:
-    item = commit.item
-    iid = item.instance_id
-    row = raw.execute(
-        "SELECT lease_owner, lease_expires, execution_id, history_length FROM instances"
-        " WHERE instance_id = ?",
-        (iid,),
-    ).fetchone()
-    if (
-        row is None
-        or row[0] != item.lease_owner
-        or row[1] is None
-        or row[1] <= now
-        or row[2] != item.execution_id
-        or row[3] != item.history_length
-    ):
-        raise LeaseLostError(f"the lease on {iid!r} was lost; the decision was not written")
-    raw.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in item.message_ids])
-    length = item.history_length
-    if commit.events:
-        raw.execute(
-            "INSERT INTO history (instance_id, seq, events) VALUES (?, ?, ?)",
-            (iid, length, encode_events(commit.events)),
-        )
-    failure = _FAILURE_ENCODER.encode(commit.failure) if commit.failure is not None else None
-    status, new_length = commit.status.value, length + len(commit.events)
-    # When it next has work, from the messages left (what this commit sends it, and a
-    # new execution, are seen to below).
-    which, args = _waking(status, new_length)
-    raw.execute(
-        "UPDATE instances SET status = ?, custom_status = ?, output = ?, failure = ?,"  # noqa: S608 - `which` is a constant
-        " updated_at = ?, history_length = ?, lease_owner = NULL, lease_expires = NULL,"
-        " wake_at = (SELECT MIN(COALESCE(visible_at, 0)) FROM messages"
-        f" WHERE instance_id = ? AND {which}) WHERE instance_id = ?",
-        (status, commit.custom_status, commit.output, failure, now, new_length, iid, *args, iid),
-    )
-    queued = False
-    for a in commit.activities:
-        # Leased at once to the worker that offers (its lease end is when others may
-        # claim it), or claimable by any worker from now.
-        taken = take is not None and len(take.items) < take.limit
-        owner = take.owner if take is not None and taken else None
-        ready = now + round(take.lease_seconds * 1e6) if take is not None and taken else now
-        added = raw.execute(
-            "INSERT OR IGNORE INTO activities (instance_id, execution_id, task_id, name, attempt,"
-            " ready_at, lease_owner) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (iid, item.execution_id, a.task_id, a.name, a.attempt, ready, owner),
-        )
-        if added.rowcount == 1:  # not already waiting (a rewind asks again for running work)
-            raw.execute(
-                "INSERT INTO activity_inputs (id, input) VALUES (?, ?)", (added.lastrowid, a.input)
-            )
-            if take is not None and owner is not None:
-                row = (added.lastrowid, iid, item.execution_id, a.task_id, a.name, a.input)
-                take.items.append(activity_from_row((*row, a.attempt), owner))
-            else:
-                queued = True
-    for child in commit.children:
-        _start_child(raw, child, now)
-    if commit.new_execution is not None:
-        _continue_as_new(raw, iid, commit.new_execution, commit.carried)
-    elif commit.status.value in _TERMINAL and commit.status is not OrchestrationStatus.FAILED:
-        raw.execute("DELETE FROM messages WHERE instance_id = ?", (iid,))  # (none wakes it)
-    for message in commit.messages:
-        _deliver(raw, message, now)  # (lowers the wake time of those it gives work)
-    if commit.new_execution is not None:
-        _refresh_wake(raw, iid)
-    return queued
-
-
-def _continue_as_new(
-    raw: Conn, iid: str, start: ExecutionStarted, carried: Sequence[Message]
-) -> None:
-    # The next execution begins with its start, then the carried events, then what came
-    # for the instance (external events, suspend/resume/terminate) in arrival order.
-    kinds = ", ".join("?" * len(_INSTANCE_KINDS))
-    kept = raw.execute(
-        "SELECT kind, visible_at, event FROM messages"  # noqa: S608
-        f" WHERE instance_id = ? AND kind IN ({kinds})"
-        " ORDER BY id",
-        (iid, *_INSTANCE_KINDS),
-    ).fetchall()
-    raw.execute("DELETE FROM messages WHERE instance_id = ?", (iid,))
-    raw.execute("DELETE FROM history WHERE instance_id = ?", (iid,))
-    raw.execute(
-        "UPDATE instances SET execution_id = ?, status = ?, history_length = 0, output = NULL,"
-        " failure = NULL WHERE instance_id = ?",
-        (start.execution_id, OrchestrationStatus.PENDING.value, iid),
-    )
-    raw.execute("UPDATE inputs SET input = ? WHERE instance_id = ?", (start.input, iid))
-    _insert_message(raw, iid, start, None)
-    for m in carried:
-        _insert_message(raw, iid, m.event, None)
-    raw.executemany(
-        "INSERT INTO messages (instance_id, kind, visible_at, event) VALUES (?, ?, ?, ?)",
-        [(iid, k, v, e) for k, v, e in kept],
-    )
-
-
-def _start_child(raw: Conn, child: NewInstance, now: int) -> None:
-    try:
-        create(raw, child, now)  # raises before it writes anything
-    except OrchestrationAlreadyExistsError as e:
-        parent = child.start.parent
-        if parent is None:
-            return
-        failure = ChildOrchestrationFailed(
-            timestamp=dt(now), task_id=parent.task_id, failure=FailureDetails.from_exception(e)
-        )
-        _deliver(
-            raw,
-            Message(
-                instance_id=parent.instance_id, event=failure, execution_id=parent.execution_id
-            ),
-            now,
-        )
 
 
 def abandon(

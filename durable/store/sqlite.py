@@ -24,6 +24,7 @@ import aiosqlite
 from durable.core.errors import StoreBusyError, StoreError, StoreFullError
 from durable.core.events import FailureDetails, HistoryEvent
 from durable.core.state import OrchestrationState
+from durable.store import _sqlite_commit as decisions
 from durable.store import _sqlite_flow as flow
 from durable.store import _sqlite_sql as sql
 from durable.store._sqlite_owners import OwnerLocks, end_leases
@@ -307,7 +308,7 @@ class SqliteStore:
     ) -> list[Exception | None]:
         if take is not None:
             self._owners.hold(take.owner)
-        outcomes, queued = await self._write(sql.commit_all, commits, us(self.clock()), take)
+        outcomes, queued = await self._write(decisions.commit_all, commits, us(self.clock()), take)
         if queued:
             self.activity_work.notify()
         self.orchestration_work.notify()
