@@ -113,6 +113,9 @@ class SqliteStore:
         self._opening: concurrent.futures.Future[None] | None = None
         self._open_lock = threading.Lock()
         self._owners = OwnerLocks(self.path)
+        self._group: list[_Grouped] = []
+        self._group_queued = False
+        self._group_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -257,6 +260,43 @@ class SqliteStore:
         writer, _ = await self._ready()
         return await _call(writer.conn, _transaction, writer.raw, fn, args, probe)
 
+    async def _grouped(self, fn: Callable[..., T], *args: Any) -> T:
+        """`_write(fn, *args)`, sharing one transaction (and one sync to disk) with the
+        other grouped writes that are waiting for the writer by then.
+
+        Each write of the group runs inside a savepoint: one that raises is undone alone
+        and raises to its caller; the others are written. If the transaction as a whole
+        fails (a full disk, a busy database), every caller of the group gets that error.
+        """
+        writer, _ = await self._ready()
+        call: _Grouped = (fn, args, concurrent.futures.Future())
+        with self._group_lock:
+            self._group.append(call)
+            submit = not self._group_queued
+            self._group_queued = True
+        if submit:
+            await _call(writer.conn, self._run_group, writer.raw)
+        return cast(T, await asyncio.wrap_future(call[2]))
+
+    def _run_group(self, raw: Conn) -> None:
+        """On the writer's thread: every grouped write waiting now, in one transaction."""
+        with self._group_lock:
+            calls, self._group = self._group, []
+            self._group_queued = False
+        if not calls:
+            return
+        try:
+            outcomes = _transaction(raw, _each, (calls,), None)
+        except BaseException as e:
+            for _, _, future in calls:
+                future.set_exception(e)
+            return
+        for (_, _, future), (ok, value) in zip(calls, outcomes, strict=True):
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         _, reader = await self._ready()
         try:
@@ -267,12 +307,12 @@ class SqliteStore:
     # -- instances -------------------------------------------------------------------
 
     async def create_instance(self, instance: NewInstance) -> None:
-        await self._write(sql.create, instance, us(self.clock()))
+        await self._grouped(sql.create, instance, us(self.clock()))
         self.orchestration_work.notify()
         self.instance_changes.notify()
 
     async def send(self, message: Message) -> None:
-        await self._write(sql.send, message, us(self.clock()))
+        await self._grouped(sql.send, message, us(self.clock()))
         self.orchestration_work.notify()
 
     async def get_state(self, instance_id: str) -> OrchestrationState | None:
@@ -406,6 +446,31 @@ async def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) ->
     # whole transaction makes that transaction one hop instead of one per statement.
     run = cast(Callable[..., Any], conn._execute)
     return cast(T, await run(fn, *args))
+
+
+_Grouped = tuple[Callable[..., Any], tuple[Any, ...], "concurrent.futures.Future[Any]"]
+
+
+def _each(raw: Conn, calls: list[_Grouped]) -> list[tuple[bool, Any]]:
+    """Run each call in a savepoint of the open transaction; (True, result) or, for a call
+    that raised (and was undone), (False, the exception)."""
+    outcomes: list[tuple[bool, Any]] = []
+    for fn, args, _ in calls:
+        raw.execute("SAVEPOINT grouped")
+        try:
+            outcomes.append((True, fn(raw, *args)))
+        except Exception as e:
+            if not raw.in_transaction:  # SQLite ended it all (a full disk, say): the
+                raise  # whole group fails, and nothing of it is written
+            raw.execute("ROLLBACK TO grouped")
+            outcomes.append(
+                (
+                    False,
+                    _store_error(e, "nothing was written") if isinstance(e, sqlite3.Error) else e,
+                )
+            )
+        raw.execute("RELEASE grouped")
+    return outcomes
 
 
 def _transaction(

@@ -6,6 +6,7 @@ both are open (leases and fencing live in the database, so two processes share t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from store_helpers import (
 )
 
 from durable.core.commands import ScheduleActivity
-from durable.core.errors import LeaseLostError
+from durable.core.errors import LeaseLostError, OrchestrationNotFoundError
 from durable.core.events import TaskCompleted, TimerFired
 from durable.store import SqliteStore
 from durable.store.base import ActivityResult, InstanceQuery
@@ -173,5 +174,28 @@ async def test_a_store_that_cannot_keep_lock_files_works_with_leases_alone(
         with caplog.at_level(logging.WARNING, logger="durable.store.sqlite"):
             await claim_one(store, "a", owner="w1")
         assert "no owner locks" in caplog.text
+    finally:
+        await store.close()
+
+
+async def test_concurrent_client_writes_share_a_transaction_and_fail_alone(path: Path) -> None:
+    """Creates and sends that wait for the writer together are written together; one that
+    fails (an event for an unknown instance) fails alone, and the others are written."""
+    store = SqliteStore(path)
+    try:
+        await store.create_instance(new_instance("a"))
+        results = await asyncio.gather(
+            *(store.create_instance(new_instance(f"n{k}")) for k in range(50)),
+            store.send(to("missing", raised("go"))),
+            store.send(to("a", raised("go"))),
+            return_exceptions=True,
+        )
+        assert results[:50] == [None] * 50
+        assert isinstance(results[50], OrchestrationNotFoundError)
+        assert results[51] is None
+        page = await store.list_instances(InstanceQuery(limit=100))
+        assert {s.instance_id for s in page.instances} == {"a"} | {f"n{k}" for k in range(50)}
+        items = await claim(store, "w1")
+        assert items["a"].messages[1:] == (raised("go"),)
     finally:
         await store.close()
