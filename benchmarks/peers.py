@@ -9,7 +9,7 @@ Workloads:
      steps, all started at once: steps/s, and the step interval p50/p99; and again with
      10 workflows, a light load;
   2. one workflow of 1,000 and one of 10,000 sequential steps: their times (the best of
-     3 runs and of 2) and the growth ratio t(10,000) / t(1,000) (10 if linear);
+     3 runs each) and the growth ratio t(10,000) / t(1,000) (10 if linear);
   3. a fan-out of 1,000 steps at once in one workflow: its time;
   4. recovery: 100 workflows of 10 steps of 20 ms; the process SIGKILLs itself once a
      third of the steps are done; the time from the restart until all are done.
@@ -102,7 +102,7 @@ def run_all(system: str, instances: int, quick: bool) -> dict[str, Any]:
     }
     # The best of a few runs: a busy moment of the machine only ever adds time.
     short_s = min(run(system, "sequential", SHORT)["wall_s"] for _ in range(3))
-    long_s = min(run(system, "sequential", long)["wall_s"] for _ in range(2))
+    long_s = min(run(system, "sequential", long)["wall_s"] for _ in range(3))
     figures["sequential"] = {
         "short_steps": SHORT,
         "short_s": short_s,
