@@ -4,8 +4,8 @@ Workloads, each on a fresh database file in its own temporary directory:
   1. many orchestrations of 10 sequential async activities, started together, one worker;
   2. one orchestration of 1,000 and one of 10,000 sequential activities (growth must be linear);
   3. a fan-out of 1,000 activities in one orchestration (when_all);
-  4. recovery: a worker process is SIGKILLed half-way through 100 orchestrations, a new
-     worker finishes them once the dead worker's leases have run out.
+  4. recovery: a worker process is SIGKILLed half-way through 100 orchestrations; a new
+     worker, on a store opened anew (what a restart does), finishes them.
 
 Run: `nox -s bench` or `python benchmarks/sqlite.py [--quick]`.
 """
@@ -40,6 +40,7 @@ MAX_ACTIVITIES = 64  # the Worker defaults: what users get
 MAX_ORCHESTRATIONS = 64
 TARGET_COMPLETIONS_PER_S = 3000
 TARGET_GROWTH = 11.0
+RECOVERY_LEASE_S = 30.0  # the Worker default
 
 
 def bounded(what: str, seconds: float, coro: Coroutine[Any, Any, T]) -> T:
@@ -186,9 +187,14 @@ async def bench_recovery(
         states = [await client.get_orchestration_state(iid) for iid in ids]
         finished_at_kill = sum(s is not None and s.runtime_status.is_terminal for s in states)
         assert finished_at_kill < instances, "nothing was in flight when the worker was killed"
+        # A restarted program opens the store anew: the open ends the dead process's
+        # leases (its lock file is free), so the new worker need not wait for them.
         restarted = time.perf_counter()
-        async with worker_for(store, lease_seconds=lease):
-            await wait_all(client, ids, steps)
+        async with (
+            durable.SqliteStore(path, synchronous=SYNCHRONOUS) as fresh,
+            worker_for(fresh, lease_seconds=lease),
+        ):
+            await wait_all(durable.Client(fresh), ids, steps)
             recovered = time.perf_counter() - restarted
     return {
         "instances": instances,
@@ -199,7 +205,6 @@ async def bench_recovery(
         "finished_at_kill": finished_at_kill,
         "completed_after_restart": instances,
         "recovery_s": recovered,
-        "recovery_minus_lease_s": recovered - lease,
     }
 
 
@@ -222,7 +227,6 @@ def main() -> None:
     long_chain = 1000 if quick else 10_000
     short_chain = long_chain // 10
     fan_out = 200 if quick else 1000
-    lease = 2.0
 
     figures: dict[str, Any] = {
         "date": datetime.now(UTC).date().isoformat(),
@@ -327,18 +331,17 @@ def main() -> None:
 
     if 4 in todo:
         with tempfile.TemporaryDirectory(prefix="durable-bench-") as tmp:
-            recovery = bounded(
-                "workload 4 (recovery)", 30, bench_recovery(new_db(tmp), 100, 20, lease, 30)
-            )
+            work = bench_recovery(new_db(tmp), 100, 20, RECOVERY_LEASE_S, 30)
+            recovery = bounded("workload 4 (recovery)", 30, work)
         figures["recovery"] = {k: round(v, 3) for k, v in recovery.items()}
         lines += [
             f"4. recovery: {recovery['instances']} x {recovery['steps']} steps of"
             f" {defs.SLOW_SECONDS * 1000:.0f} ms; the worker process was SIGKILLed after"
             f" {recovery['killed_after_activities']:,} activities"
             f" ({recovery['finished_at_kill']} instances finished by then)",
-            f"   lease {lease:g} s; restart to all {recovery['completed_after_restart']} completed:"
-            f" {recovery['recovery_s']:.3f} s ({recovery['recovery_minus_lease_s']:.3f} s"
-            " beyond the lease)",
+            f"   leases of {RECOVERY_LEASE_S:g} s (not waited for: the restart ends the dead"
+            f" process's); restart to all {recovery['completed_after_restart']} completed:"
+            f" {recovery['recovery_s']:.3f} s",
         ]
 
     print("\n".join(lines))
