@@ -176,8 +176,12 @@ class SqliteStore:
             ended = await _call(
                 writer.conn, _transaction, writer.raw, end_leases, (owners, us(self.clock())), None
             )
-        except BaseException:
+        except StoreError as e:  # (busy, say) their leases run out as usual meanwhile
             self._owners.forget(dead, unlink=False)  # the next store to open tries again
+            log.warning("%s: could not end the leases of stopped workers: %s", self.path, e)
+            return
+        except BaseException:
+            self._owners.forget(dead, unlink=False)
             raise
         self._owners.forget(dead)  # (kept locked until their leases had ended)
         if ended:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,47 @@ async def test_concurrent_client_writes_share_a_transaction_and_fail_alone(path:
         assert items["a"].messages[1:] == (raised("go"),)
     finally:
         await store.close()
+
+
+async def test_a_store_that_finds_the_database_busy_opens_and_reaps_later(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ending a dead worker's leases waits for no one: with the database locked by another
+    connection, the store opens anyway (the leases run out as usual) and a later open ends
+    them."""
+    setup = SqliteStore(path)
+    try:
+        await setup.create_instance(new_instance("a"))
+    finally:
+        await setup.close()
+    script = f"""
+import asyncio, os
+from durable.store import SqliteStore
+
+async def main():
+    store = SqliteStore({str(path)!r})
+    print(len(await store.claim_orchestrations("ghost", 10, 600.0)), flush=True)
+    os._exit(0)
+
+asyncio.run(main())
+"""
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["1"], done.stderr
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    busy = SqliteStore(path, busy_timeout=0.05)
+    try:
+        with caplog.at_level(logging.WARNING, logger="durable.store.sqlite"):
+            assert (await busy.get_state("a")) is not None  # it opened
+        assert "could not end the leases" in caplog.text
+    finally:
+        await busy.close()
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    after = SqliteStore(path)
+    try:
+        [item] = await after.claim_orchestrations("w2", 10, LEASE)
+        assert item.instance_id == "a"
+    finally:
+        await after.close()
