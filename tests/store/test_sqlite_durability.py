@@ -113,6 +113,42 @@ async def test_two_open_stores_share_leases_and_fencing(path: Path, clock: FakeC
         await two.close()
 
 
+_GHOST = """
+import asyncio, os, sys
+from durable.store import SqliteStore
+
+async def main():
+    store = SqliteStore(sys.argv[1])
+    held = await store.claim_orchestrations("ghost", 10, 600.0)
+    acts = await store.claim_activities("ghost", 10, 600.0)
+    print(len(held), len(acts), flush=True)
+    sys.stdin.read()  # lives until the test closes its stdin
+    os._exit(0)  # then dies without closing anything
+
+asyncio.run(main())
+"""
+
+
+def ghost(path: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    """A process that leases what it can of `path` for 10 minutes (as owner "ghost"), and
+    dies without a word once its stdin is closed; and how much it leased (instances,
+    activities)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _GHOST, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().split()
+
+
+def dies(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+
+
 async def test_the_leases_of_a_process_that_died_end_when_a_store_next_opens(
     path: Path,
 ) -> None:
@@ -127,33 +163,15 @@ async def test_the_leases_of_a_process_that_died_end_when_a_store_next_opens(
         await setup.create_instance(new_instance("a"))
     finally:
         await setup.close()
-    script = f"""
-import asyncio, os, sys
-from durable.store import SqliteStore
-
-async def main():
-    store = SqliteStore({str(path)!r})
-    held = await store.claim_orchestrations("ghost", 10, 600.0)
-    acts = await store.claim_activities("ghost", 10, 600.0)
-    print(len(held), len(acts), flush=True)
-    sys.stdin.read()  # lives until the test closes its stdin
-    os._exit(0)  # then dies without closing anything
-
-asyncio.run(main())
-"""
-    ghost = subprocess.Popen(
-        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert ghost.stdout is not None and ghost.stdin is not None
-    assert ghost.stdout.readline().split() == ["1", "1"]
+    proc, leased = ghost(path)
+    assert leased == ["1", "1"]
     alive = SqliteStore(path)
     try:  # opened while the ghost lives: its leases stand
         assert await alive.claim_orchestrations("w2", 10, LEASE) == []
         assert await alive.claim_activities("w2", 10, LEASE) == []
     finally:
         await alive.close()
-    ghost.stdin.close()
-    assert ghost.wait(timeout=30) == 0
+    dies(proc)
     after = SqliteStore(path)
     try:
         [item] = await after.claim_orchestrations("w2", 10, LEASE)
@@ -213,20 +231,9 @@ async def test_a_store_that_finds_the_database_busy_opens_and_reaps_later(
         await setup.create_instance(new_instance("a"))
     finally:
         await setup.close()
-    script = f"""
-import asyncio, os
-from durable.store import SqliteStore
-
-async def main():
-    store = SqliteStore({str(path)!r})
-    print(len(await store.claim_orchestrations("ghost", 10, 600.0)), flush=True)
-    os._exit(0)
-
-asyncio.run(main())
-"""
-    command = [sys.executable, "-c", script]
-    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
-    assert done.stdout.split() == ["1"], done.stderr
+    proc, leased = ghost(path)
+    assert leased == ["1", "0"]
+    dies(proc)
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     busy = SqliteStore(path, busy_timeout=0.05)
