@@ -17,6 +17,7 @@ CORE_MODULES = [
     "durable.core.context",
     "durable.core.decision",
     "durable.core.engine",
+    "durable.core.entity",
     "durable.core.errors",
     "durable.core.events",
     "durable.core.functions",
