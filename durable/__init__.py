@@ -34,6 +34,13 @@ from durable.core.events import FailureDetails, HistoryEvent
 from durable.core.history import History
 from durable.core.state import OrchestrationState, OrchestrationStatus
 from durable.core.tasks import RetryPolicy, Task, when_all, when_any
+from durable.entities import (
+    DurableEntity,
+    EntityContext,
+    EntityInstanceId,
+    EntityMetadata,
+    EntityOperationFailedException,
+)
 from durable.limits import ActivityLimit
 from durable.store import MemoryStore, SqliteStore, Store
 from durable.store.open import open_store
@@ -47,6 +54,11 @@ __version__ = "0.1.0"
 __all__ = [
     # programming model
     "task",
+    "DurableEntity",
+    "EntityContext",
+    "EntityInstanceId",
+    "EntityMetadata",
+    "EntityOperationFailedException",
     "OrchestrationContext",
     "ActivityContext",
     "Task",

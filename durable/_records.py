@@ -5,18 +5,23 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from durable.core.commands import CreateTimer, StartChildOrchestration
+from durable.core.commands import CallEntity, CreateTimer, SignalEntity, StartChildOrchestration
 from durable.core.decision import Decision
+from durable.core.entity import EntityInstanceId, EntityOperationFailedException
 from durable.core.errors import TaskFailedError
 from durable.core.events import (
     ChildOrchestrationCompleted,
     ChildOrchestrationFailed,
+    EntityOperationCompleted,
+    EntityOperationFailed,
+    EntityRequest,
     ExecutionStarted,
     ExecutionTerminated,
     FailureDetails,
     InboundEvent,
     ParentInstance,
     TimerFired,
+    qualified_name,
 )
 from durable.store.base import Message, NewInstance, OrchestrationWorkItem
 
@@ -84,3 +89,78 @@ def terminates_children(decision: Decision) -> bool:
 def terminated_failure() -> FailureDetails:
     """The failure a terminated child reports to its parent."""
     return FailureDetails(message="terminated", error_type="durable.OrchestrationTerminated")
+
+
+# -- entities ----------------------------------------------------------------------------
+
+
+def entity_instance(entity: str, now: datetime) -> NewInstance:
+    """The entity's instance, created with its first message, left as it is if it exists."""
+    eid = EntityInstanceId.parse(entity)
+    start = ExecutionStarted(
+        timestamp=now, name=eid.entity, instance_id=entity, execution_id=uuid.uuid4().hex
+    )
+    return NewInstance(start=start, rerun=True)
+
+
+def entity_request(
+    entity: str,
+    operation: str,
+    input: str | None,  # noqa: A002 - the operation's input
+    now: datetime,
+    *,
+    caller: ParentInstance | None = None,
+    signal_time: datetime | None = None,
+) -> Message:
+    """An operation for `entity` (`@name@key`): a call when it has a `caller`."""
+    request = EntityRequest(
+        timestamp=now,
+        request_id=uuid.uuid4().hex,
+        operation=operation,
+        input=input,
+        caller=caller,
+    )
+    return Message(instance_id=entity, event=request, visible_at=signal_time)
+
+
+def entity_command(
+    item: OrchestrationWorkItem, command: CallEntity | SignalEntity, now: datetime
+) -> tuple[NewInstance, Message]:
+    """What an orchestration's call or signal of an entity becomes in the store."""
+    if isinstance(command, CallEntity):
+        caller = ParentInstance(
+            instance_id=item.instance_id, execution_id=item.execution_id, task_id=command.task_id
+        )
+        message = entity_request(
+            command.entity, command.operation, command.input, now, caller=caller
+        )
+    else:
+        message = entity_request(
+            command.entity, command.operation, command.input, now, signal_time=command.signal_time
+        )
+    return entity_instance(command.entity, now), message
+
+
+def entity_reply(
+    request: EntityRequest,
+    entity: str,
+    result: str | None,
+    failure: FailureDetails | None,
+    now: datetime,
+) -> Message | None:
+    """The answer to a call (None for a signal): its result, or why it failed."""
+    caller = request.caller
+    if caller is None:
+        return None
+    event: InboundEvent
+    if failure is None:
+        event = EntityOperationCompleted(timestamp=now, task_id=caller.task_id, result=result)
+    else:
+        error = EntityOperationFailedException(
+            EntityInstanceId.parse(entity), request.operation, failure
+        )
+        details = FailureDetails(
+            message=str(error), error_type=qualified_name(type(error)), inner=failure
+        )
+        event = EntityOperationFailed(timestamp=now, task_id=caller.task_id, failure=details)
+    return Message(instance_id=caller.instance_id, event=event, execution_id=caller.execution_id)

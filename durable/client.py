@@ -12,7 +12,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from durable._records import entity_instance, entity_request
 from durable.core.context import check_instance_id
+from durable.core.entity import EntityInstanceId, EntityMetadata, read_record
 from durable.core.errors import OrchestrationNotFoundError, OrchestrationStateError
 from durable.core.events import (
     EventRaised,
@@ -184,6 +186,46 @@ class Client:
     async def resume_orchestration(self, instance_id: str, *, reason: str | None = None) -> None:
         """Resume a suspended instance."""
         await self._send(instance_id, ExecutionResumed(timestamp=self.store.clock(), reason=reason))
+
+    async def signal_entity(
+        self,
+        entity_instance_id: EntityInstanceId,
+        operation_name: str,
+        input: Any = None,  # noqa: A002 - durabletask's parameter name
+        signal_time: datetime | None = None,
+    ) -> None:
+        """Send an entity a one-way operation (delivered at `signal_time` if given).
+
+        The entity is created by its first operation; its operations run one at a time
+        in the order they arrive.
+        """
+        if not isinstance(entity_instance_id, EntityInstanceId):
+            raise TypeError("signal_entity takes an EntityInstanceId")
+        if not isinstance(operation_name, str) or not operation_name:
+            raise ValueError("an operation name must be a non-empty string")
+        target = str(entity_instance_id)
+        encoded = self._codec.encode(input, f"input of operation {operation_name!r} on {target}")
+        now = self.store.clock()
+        when = None if signal_time is None else _aware(signal_time)
+        await self.store.create_instance(entity_instance(target, now))
+        await self.store.send(
+            entity_request(target, operation_name, encoded, now, signal_time=when)
+        )
+
+    async def get_entity(
+        self, entity_instance_id: EntityInstanceId, include_state: bool = True
+    ) -> EntityMetadata | None:
+        """The entity's metadata (and state), or None if it was never sent an operation."""
+        state = await self.store.get_state(str(entity_instance_id))
+        if state is None:
+            return None
+        record = read_record(state.serialized_output)
+        return EntityMetadata(
+            entity_instance_id,
+            state.last_updated_at,
+            includes_state=include_state,
+            state=record.state,
+        )
 
     async def _send(self, instance_id: str, event: InboundEvent) -> None:
         await self.store.send(Message(instance_id=instance_id, event=event))
@@ -570,3 +612,8 @@ class SyncClient:
 
 async def _next(items: AsyncGenerator[T, None]) -> T:
     return await anext(items)
+
+
+def _aware(moment: datetime) -> datetime:
+    """Naive datetimes are taken as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -16,23 +16,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, assert_never
 
+from durable._entities import decide_entity
 from durable._records import (
     child_instance,
+    entity_command,
     report_to_parent,
     terminates_children,
     timer_message,
 )
 from durable.core.commands import (
+    CallEntity,
     CompleteOrchestration,
     ContinueAsNew,
     CreateTimer,
     ScheduleActivity,
     SendEvent,
+    SignalEntity,
     StartChildOrchestration,
 )
 from durable.core.context import ActivityContext, StreamSink
 from durable.core.decision import Decision, EngineOptions
 from durable.core.engine import Execution
+from durable.core.entity import Entity, is_entity_id
 from durable.core.errors import (
     CorruptHistoryError,
     DurableError,
@@ -55,6 +60,7 @@ from durable.core.events import (
     TaskCompleted,
     TaskFailed,
     TimerFired,
+    orchestration_events,
 )
 from durable.core.functions import Registry
 from durable.core.payload import DEFAULT_MAX_PAYLOAD_BYTES, PayloadCodec
@@ -114,6 +120,7 @@ class Worker:
         *,
         orchestrators: Iterable[Callable[..., Any]] = (),
         activities: Iterable[Callable[..., Any]] = (),
+        entities: Iterable[Entity] = (),
         max_concurrent_activities: int = 64,
         max_concurrent_orchestrations: int = 64,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
@@ -133,6 +140,8 @@ class Worker:
             self._registry.add_orchestrator(fn)
         for fn in activities:
             self._registry.add_activity(fn)
+        for entity in entities:
+            self._registry.add_entity(entity)
         self._limits: dict[str, ActivityLimit] = {}
         for limit in limits:
             self.add_limit(limit)
@@ -174,6 +183,11 @@ class Worker:
     def add_activity(self, fn: Callable[..., Any], name: str | None = None) -> str:
         """Register an activity (plain or `async def`); returns its name."""
         return self._registry.add_activity(fn, name)
+
+    def add_entity(self, fn: Entity, name: str | None = None) -> str:
+        """Register an entity (a function `(ctx, input)` or a `DurableEntity` class);
+        returns its name, lowercase."""
+        return self._registry.add_entity(fn, name)
 
     def add_limit(self, limit: ActivityLimit) -> None:
         """Put an activity under a concurrency or rate limit (one limit per activity).
@@ -399,6 +413,10 @@ class Worker:
 
     async def _decide(self, item: OrchestrationWorkItem) -> OrchestrationCommit | None:
         iid = item.instance_id
+        if is_entity_id(iid):
+            state = await self.store.get_state(iid) if item.history_length else None
+            stored = state.serialized_output if state is not None else None
+            return decide_entity(item, stored, self._registry, self._codec, self.store.clock())
         execution = self._cache.pop(iid, None)
         rewinding = any(isinstance(m, ExecutionRewound) for m in item.messages)
         try:
@@ -422,7 +440,9 @@ class Worker:
             # A timer is never seen to fire early, even by a worker whose clock is behind.
             fired = [m.fire_at for m in item.messages if isinstance(m, TimerFired)]
             now = max([self.store.clock(), *fired])
-            decision = execution.step((OrchestratorStarted(timestamp=now), *item.messages))
+            decision = execution.step(
+                [OrchestratorStarted(timestamp=now), *orchestration_events(item.messages)]
+            )
             commit = self._commit_for(item, execution, decision, now)
         except Exception as e:  # non-determinism, or a bug: block the instance, lose nothing
             if isinstance(e, StoreError) and not isinstance(e, CorruptHistoryError):
@@ -504,6 +524,10 @@ class Worker:
                 case SendEvent(instance_id=target, name=n, input=x):
                     raised = EventRaised(timestamp=now, name=n, input=x)
                     messages.append(Message(instance_id=target, event=raised))
+                case CallEntity() | SignalEntity():
+                    entity, request = entity_command(item, command, now)
+                    children.append(entity)
+                    messages.append(request)
                 case StartChildOrchestration():
                     children.append(child_instance(item, command, now))
                 case CompleteOrchestration(status=status, result=result, failure=failure):

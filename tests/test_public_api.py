@@ -19,6 +19,8 @@ EXPECTED = {
     "HistoryTooLargeError", "PayloadError", "PayloadEncodeError", "PayloadDecodeError",
     "PayloadTooLargeError", "StoreError", "LeaseLostError", "StoreFullError", "StoreBusyError",
     "CorruptHistoryError",
+    "DurableEntity", "EntityContext", "EntityInstanceId", "EntityMetadata",
+    "EntityOperationFailedException",
     "__version__",
 }  # fmt: skip
 
@@ -36,6 +38,13 @@ def test_durabletask_names_exist_in_the_task_module() -> None:
         "NonDeterminismError", "when_all", "when_any", "get_name", "Orchestrator", "Activity",
     ):  # fmt: skip
         assert hasattr(task, name), name
+    from durable import entities  # noqa: PLC0415 - `durabletask.entities` ports by import
+
+    for name in (
+        "DurableEntity", "EntityContext", "EntityInstanceId", "EntityMetadata",
+        "EntityOperationFailedException",
+    ):  # fmt: skip
+        assert getattr(entities, name).__module__ == "durable.entities", name
     assert task.when_all is durable.when_all
     assert task.when_any is durable.when_any
 

@@ -9,6 +9,8 @@ import msgspec
 
 from durable.core.events import (
     ChildOrchestrationCreated,
+    EntityOperationCalled,
+    EntityOperationSignaled,
     EventRaised,
     EventSent,
     FailureDetails,
@@ -48,6 +50,21 @@ class SendEvent(_Command, tag=True, frozen=True):
     input: str | None = None
 
 
+class CallEntity(_Command, tag=True, frozen=True):
+    task_id: int
+    entity: str
+    operation: str
+    input: str | None = None
+
+
+class SignalEntity(_Command, tag=True, frozen=True):
+    task_id: int
+    entity: str
+    operation: str
+    input: str | None = None
+    signal_time: datetime | None = None
+
+
 class CompleteOrchestration(_Command, tag=True, frozen=True):
     status: TerminalStatus
     result: str | None = None
@@ -59,14 +76,33 @@ class ContinueAsNew(_Command, tag=True, frozen=True):
     carried_events: tuple[EventRaised, ...] = ()
 
 
-TaskCommand = ScheduleActivity | CreateTimer | StartChildOrchestration | SendEvent
+TaskCommand = (
+    ScheduleActivity | CreateTimer | StartChildOrchestration | SendEvent | CallEntity | SignalEntity
+)
 """Commands that carry a sequence number and are recorded by one history event each."""
 
 Command = TaskCommand | CompleteOrchestration | ContinueAsNew
 """Every kind of command, as one tagged union."""
 
-TaskCommandEvent = TaskScheduled | TimerCreated | ChildOrchestrationCreated | EventSent
+TaskCommandEvent = (
+    TaskScheduled
+    | TimerCreated
+    | ChildOrchestrationCreated
+    | EventSent
+    | EntityOperationCalled
+    | EntityOperationSignaled
+)
 """The history events that record task commands."""
+
+TASK_COMMAND_EVENTS = (
+    TaskScheduled,
+    TimerCreated,
+    ChildOrchestrationCreated,
+    EventSent,
+    EntityOperationCalled,
+    EntityOperationSignaled,
+)
+"""The same, for isinstance."""
 
 
 def command_event(command: TaskCommand, timestamp: datetime) -> TaskCommandEvent:
@@ -82,6 +118,14 @@ def command_event(command: TaskCommand, timestamp: datetime) -> TaskCommandEvent
             )
         case SendEvent(task_id=i, instance_id=t, name=n, input=x):
             return EventSent(timestamp=timestamp, task_id=i, instance_id=t, name=n, input=x)
+        case CallEntity(task_id=i, entity=e, operation=o, input=x):
+            return EntityOperationCalled(
+                timestamp=timestamp, task_id=i, entity=e, operation=o, input=x
+            )
+        case SignalEntity(task_id=i, entity=e, operation=o, input=x, signal_time=w):
+            return EntityOperationSignaled(
+                timestamp=timestamp, task_id=i, entity=e, operation=o, input=x, signal_time=w
+            )
         case _:
             assert_never(command)
 
@@ -97,6 +141,10 @@ def describe_command(command: TaskCommand) -> str:
             return f"call_sub_orchestrator({n!r}, instance_id={c!r})"
         case SendEvent(instance_id=t, name=n):
             return f"send_event({t!r}, {n!r})"
+        case CallEntity(entity=e, operation=o):
+            return f"call_entity({e!r}, {o!r})"
+        case SignalEntity(entity=e, operation=o):
+            return f"signal_entity({e!r}, {o!r})"
         case _:
             assert_never(command)
 
@@ -112,6 +160,10 @@ def describe_event(event: TaskCommandEvent) -> str:
             return f"call_sub_orchestrator({n!r}, instance_id={c!r})"
         case EventSent(instance_id=t, name=n):
             return f"send_event({t!r}, {n!r})"
+        case EntityOperationCalled(entity=e, operation=o):
+            return f"call_entity({e!r}, {o!r})"
+        case EntityOperationSignaled(entity=e, operation=o):
+            return f"signal_entity({e!r}, {o!r})"
         case _:
             assert_never(event)
 
@@ -130,6 +182,16 @@ def same_call(command: TaskCommand, event: TaskCommandEvent) -> bool:
             ) == (n, c)
         case SendEvent(instance_id=t, name=n):
             return isinstance(event, EventSent) and (event.instance_id, event.name) == (t, n)
+        case CallEntity(entity=e, operation=o):
+            return isinstance(event, EntityOperationCalled) and (event.entity, event.operation) == (
+                e,
+                o,
+            )
+        case SignalEntity(entity=e, operation=o):
+            return isinstance(event, EntityOperationSignaled) and (
+                event.entity,
+                event.operation,
+            ) == (e, o)
         case _:
             assert_never(command)
 
@@ -141,7 +203,11 @@ def describe_arguments(event: TaskCommandEvent) -> str:
             return f"fire_at={f.isoformat()}"
         case TaskScheduled(input=x, attempt=a):
             return f"input={x}, attempt={a}"
-        case ChildOrchestrationCreated(input=x) | EventSent(input=x):
+        case (
+            ChildOrchestrationCreated(input=x) | EventSent(input=x) | EntityOperationCalled(input=x)
+        ):
             return f"input={x}"
+        case EntityOperationSignaled(input=x, signal_time=w):
+            return f"input={x}, signal_time={w.isoformat() if w else None}"
         case _:
             assert_never(event)

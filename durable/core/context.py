@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from durable.core.commands import (
+    CallEntity,
     ScheduleActivity,
     SendEvent,
+    SignalEntity,
     StartChildOrchestration,
 )
+from durable.core.entity import EntityInstanceId
 from durable.core.functions import declared_output_type, get_name
 from durable.core.tasks import (
     CancellableTask,
@@ -291,6 +294,55 @@ class OrchestrationContext:
             )
         )
 
+    def call_entity(
+        self,
+        entity: EntityInstanceId,
+        operation: str,
+        input: Any = None,  # noqa: A002 - durabletask's parameter name
+        *,
+        return_type: Any = None,
+    ) -> CompletableTask[Any]:
+        """Run `operation` on an entity and wait for its result.
+
+        The entity runs its operations one at a time, in the order they arrive; the
+        request is sent when this decision is committed, exactly once.
+
+        Returns:
+            A task completed with the operation's result (decoded into `return_type` if
+            given), or failed with `TaskFailedError` if the operation raised (its details
+            name the entity and the operation; `details.inner` is the entity's error).
+        """
+        target = _entity_target(entity, operation)
+        encoded = self._x.codec.encode(input, f"input of operation {operation!r} on {target}")
+        result_type = Any if return_type is None else return_type
+
+        def command(task_id: int, attempt: int) -> CallEntity:
+            return CallEntity(task_id=task_id, entity=target, operation=operation, input=encoded)
+
+        return self._x.schedule(command, result_type, f"entity operation {operation!r}", None)
+
+    def signal_entity(
+        self,
+        entity_id: EntityInstanceId,
+        operation_name: str,
+        input: Any = None,  # noqa: A002 - durabletask's parameter name
+        signal_time: datetime | None = None,
+    ) -> None:
+        """Send an entity a one-way operation (not awaited), at `signal_time` if given."""
+        target = _entity_target(entity_id, operation_name)
+        what = f"input of operation {operation_name!r} on {target}"
+        encoded = self._x.codec.encode(input, what)
+        when = None if signal_time is None else _utc(signal_time)
+        self._x.add_command(
+            lambda task_id: SignalEntity(
+                task_id=task_id,
+                entity=target,
+                operation=operation_name,
+                input=encoded,
+                signal_time=when,
+            )
+        )
+
     def continue_as_new(self, new_input: Any, *, save_events: bool = False) -> None:
         """Restart this instance with `new_input` and an empty history.
 
@@ -347,3 +399,11 @@ def _result_type(target: Callable[..., Any] | str, return_type: Any) -> object:
     if isinstance(target, str):
         return Any
     return declared_output_type(target)
+
+
+def _entity_target(entity: object, operation: object) -> str:
+    if not isinstance(entity, EntityInstanceId):
+        raise TypeError(f"an entity is named by an EntityInstanceId, not {entity!r}")
+    if not isinstance(operation, str) or not operation:
+        raise ValueError("an operation name must be a non-empty string")
+    return str(entity)

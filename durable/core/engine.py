@@ -11,6 +11,7 @@ from typing import Any, assert_never
 import msgspec
 
 from durable.core.commands import (
+    TASK_COMMAND_EVENTS,
     Command,
     CompleteOrchestration,
     ContinueAsNew,
@@ -40,6 +41,10 @@ from durable.core.events import (
     ChildOrchestrationCreated,
     ChildOrchestrationFailed,
     ContinuedAsNew,
+    EntityOperationCalled,
+    EntityOperationCompleted,
+    EntityOperationFailed,
+    EntityOperationSignaled,
     EventRaised,
     EventSent,
     ExecutionCompleted,
@@ -348,6 +353,8 @@ class Execution:
             | TimerCreated
             | ChildOrchestrationCreated
             | EventSent
+            | EntityOperationCalled
+            | EntityOperationSignaled
             | ExecutionCompleted  # a recorded end (the history cap) is checked, never held
             | ContinuedAsNew,
         ):
@@ -358,14 +365,26 @@ class Execution:
                 self._start(event)
             case OrchestratorStarted(timestamp=t):
                 self.now = t
-            case TaskScheduled() | TimerCreated() | ChildOrchestrationCreated() | EventSent():
+            case (
+                TaskScheduled()
+                | TimerCreated()
+                | ChildOrchestrationCreated()
+                | EventSent()
+                | EntityOperationCalled()
+                | EntityOperationSignaled()
+            ):
                 self._match_recorded(event)
             case (
                 TaskCompleted(task_id=i, result=r)
                 | ChildOrchestrationCompleted(task_id=i, result=r)
+                | EntityOperationCompleted(task_id=i, result=r)
             ):
                 self._complete(i, r)
-            case TaskFailed(task_id=i, failure=f) | ChildOrchestrationFailed(task_id=i, failure=f):
+            case (
+                TaskFailed(task_id=i, failure=f)
+                | ChildOrchestrationFailed(task_id=i, failure=f)
+                | EntityOperationFailed(task_id=i, failure=f)
+            ):
                 self._failed(i, f)
             case TimerFired(task_id=i):
                 self._timer_fired(i)
@@ -405,7 +424,7 @@ class Execution:
         self._resume()
 
     def _apply_after_end(self, event: HistoryEvent, finish: Finish) -> None:
-        if isinstance(event, TaskScheduled | TimerCreated | ChildOrchestrationCreated | EventSent):
+        if isinstance(event, TASK_COMMAND_EVENTS):
             self._match_recorded(event)  # fire-and-forget work started just before the end
         elif finish.status is None and not self._finish_recorded:
             # Continuing as new in this very step: a terminate wins; events are carried.

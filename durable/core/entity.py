@@ -295,7 +295,73 @@ def entity_name(entity: object, name: str | None = None) -> str:
     return name.lower()
 
 
+class EntityMetadata:
+    """What a client reads of an entity: its id, when it last changed, and its state."""
+
+    def __init__(
+        self,
+        id: EntityInstanceId,  # noqa: A002 - durabletask's name
+        last_modified: datetime,
+        *,
+        includes_state: bool,
+        state: str | None,
+        backlog_queue_size: int = 0,
+    ) -> None:
+        self.id = id
+        self.last_modified = last_modified
+        self.includes_state = includes_state
+        self.backlog_queue_size = backlog_queue_size
+        self._state = state if includes_state else None
+
+    def get_state(self, intended_type: object = None) -> Any:
+        """The state's JSON text; with `intended_type`, the state decoded into it."""
+        if intended_type is None or self._state is None:
+            return self._state
+        return msgspec.json.decode(self._state, type=intended_type)
+
+    def get_typed_state(self, intended_type: object = None) -> Any:
+        """The state decoded (into `intended_type` if given); None if it has none."""
+        if self._state is None:
+            return None
+        return msgspec.json.decode(
+            self._state, type=Any if intended_type is None else intended_type
+        )
+
+    def __repr__(self) -> str:
+        return f"EntityMetadata({self.id!r}, last_modified={self.last_modified.isoformat()})"
+
+
+for _public in (
+    DurableEntity,
+    EntityContext,
+    EntityInstanceId,
+    EntityMetadata,
+    EntityOperationFailedException,
+):
+    _public.__module__ = "durable.entities"  # where users import them (and failures name)
+
+
 # -- running a batch ---------------------------------------------------------------------
+
+
+class EntityRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the store keeps of an entity between batches (its instance's output)."""
+
+    state: str | None = None
+    """The state's JSON text; None: the entity has none."""
+
+
+_RECORD_DECODER = msgspec.json.Decoder(EntityRecord)
+_RECORD_ENCODER = msgspec.json.Encoder()
+
+
+def read_record(output: str | None) -> EntityRecord:
+    """The record stored as an entity instance's output (a new entity: an empty one)."""
+    return EntityRecord() if output is None else _RECORD_DECODER.decode(output)
+
+
+def write_record(record: EntityRecord) -> str:
+    return _RECORD_ENCODER.encode(record).decode()
 
 
 class Operation(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -148,6 +149,51 @@ class EventSent(_Event, tag=True, frozen=True):
     input: str | None = None
 
 
+class EntityOperationCalled(_Event, tag=True, frozen=True):
+    """An orchestration called an operation of an entity (`entity`: `@name@key`) and waits
+    for its result."""
+
+    task_id: int
+    entity: str
+    operation: str
+    input: str | None = None
+
+
+class EntityOperationSignaled(_Event, tag=True, frozen=True):
+    """An orchestration sent an entity a one-way operation (delivered at `signal_time`)."""
+
+    task_id: int
+    entity: str
+    operation: str
+    input: str | None = None
+    signal_time: datetime | None = None
+
+
+class EntityOperationCompleted(_Event, tag=True, frozen=True):
+    """The result of an entity operation an orchestration called."""
+
+    task_id: int
+    result: str | None = None
+
+
+class EntityOperationFailed(_Event, tag=True, frozen=True):
+    """An entity operation an orchestration called raised; `failure.inner` is its error."""
+
+    task_id: int
+    failure: FailureDetails
+
+
+class EntityRequest(_Event, tag=True, frozen=True):
+    """An operation for an entity, from a client, an orchestration or an entity: its
+    message, never part of an orchestration's history. `caller` waits for the result;
+    without one it is a signal."""
+
+    request_id: str
+    operation: str
+    input: str | None = None
+    caller: ParentInstance | None = None
+
+
 class ExecutionSuspended(_Event, tag=True, frozen=True):
     reason: str | None = None
 
@@ -212,6 +258,10 @@ HistoryEvent = (
     | ChildOrchestrationFailed
     | EventRaised
     | EventSent
+    | EntityOperationCalled
+    | EntityOperationSignaled
+    | EntityOperationCompleted
+    | EntityOperationFailed
     | ExecutionSuspended
     | ExecutionResumed
     | ExecutionTerminated
@@ -231,8 +281,20 @@ InboundEvent = (
     | ChildOrchestrationCompleted
     | ChildOrchestrationFailed
     | EventRaised
+    | EntityOperationCompleted
+    | EntityOperationFailed
+    | EntityRequest
     | ExecutionSuspended
     | ExecutionResumed
     | ExecutionTerminated
     | ExecutionRewound
 )
+
+
+def orchestration_events(messages: Sequence[InboundEvent]) -> list[HistoryEvent]:
+    """The messages an orchestration acts on (an entity's requests are never sent to one)."""
+    events: list[HistoryEvent] = []
+    for m in messages:
+        if not isinstance(m, EntityRequest):
+            events.append(m)
+    return events

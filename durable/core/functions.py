@@ -9,6 +9,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from durable.core.entity import Entity, entity_name
 from durable.core.errors import NotRegisteredError
 from durable.core.payload import check_decodable
 
@@ -155,6 +156,7 @@ class Registry:
     def __init__(self) -> None:
         self.orchestrators: dict[str, FunctionSpec] = {}
         self.activities: dict[str, FunctionSpec] = {}
+        self.entities: dict[str, Entity] = {}
 
     def add_orchestrator(self, fn: Callable[..., Any], name: str | None = None) -> str:
         """Register an orchestrator; returns its name.
@@ -168,6 +170,36 @@ class Registry:
     def add_activity(self, fn: Callable[..., Any], name: str | None = None) -> str:
         """Register an activity; returns its name."""
         return _add(self.activities, activity_spec(fn, name), "activity")
+
+    def add_entity(self, entity: Entity, name: str | None = None) -> str:
+        """Register an entity (a function `(ctx, input)` or a DurableEntity class); returns
+        its name, lowercase (entity names are case-insensitive).
+
+        Raises:
+            ValueError: the name is taken or cannot be inferred.
+            TypeError: `entity` is neither.
+        """
+        if not callable(entity):
+            raise TypeError(f"an entity is a function or a DurableEntity class, not {entity!r}")
+        key = entity_name(entity, name)
+        if key in self.entities:
+            raise ValueError(f"an entity named {key!r} is already registered")
+        self.entities[key] = entity
+        return key
+
+    def entity(self, name: str) -> Entity:
+        """The entity registered as `name` (any case).
+
+        Raises:
+            NotRegisteredError: none is.
+        """
+        found = self.entities.get(name.lower())
+        if found is None:
+            raise NotRegisteredError(
+                f"no entity named {name!r} is registered on this worker; register it with"
+                " Worker(entities=[...]) or worker.add_entity(...)"
+            )
+        return found
 
     def orchestrator(self, name: str) -> FunctionSpec:
         """The orchestrator registered as `name`.

@@ -11,6 +11,7 @@ from durable.core.errors import HistoryTooLargeError
 from durable.core.events import (
     ChildOrchestrationCreated,
     ContinuedAsNew,
+    EntityRequest,
     EventSent,
     ExecutionCompleted,
     ExecutionRewound,
@@ -21,7 +22,7 @@ from durable.core.events import (
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(list[HistoryEvent])
-_ONE_DECODER = msgspec.json.Decoder(HistoryEvent)
+_ONE_DECODER = msgspec.json.Decoder(HistoryEvent | EntityRequest)
 _MANY_DECODER = msgspec.json.Decoder(list[HistoryEvent])
 
 
@@ -77,14 +78,14 @@ class History(Sequence[HistoryEvent]):
         return f"History({len(self._events)} events)"
 
 
-def encode_event(event: HistoryEvent) -> bytes:
-    """One event as JSON bytes (the form stores keep)."""
+def encode_event(event: HistoryEvent | EntityRequest) -> bytes:
+    """One event (of a history, or a message) as JSON bytes (the form stores keep)."""
     return _ENCODER.encode(event)
 
 
-def decode_event(data: str | bytes) -> HistoryEvent:
-    """One event from its JSON form."""
-    event: HistoryEvent = _ONE_DECODER.decode(data)
+def decode_event(data: str | bytes) -> HistoryEvent | EntityRequest:
+    """One event (of a history, or a message) from its JSON form."""
+    event: HistoryEvent | EntityRequest = _ONE_DECODER.decode(data)
     return event
 
 

@@ -19,12 +19,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, assert_never
 
 from durable.core.commands import (
+    CallEntity,
     Command,
     CompleteOrchestration,
     ContinueAsNew,
     CreateTimer,
     ScheduleActivity,
     SendEvent,
+    SignalEntity,
     StartChildOrchestration,
 )
 from durable.core.context import ActivityContext, ReplaySafeRandom
@@ -34,6 +36,8 @@ from durable.core.errors import NonDeterminismError
 from durable.core.events import (
     ChildOrchestrationCompleted,
     ChildOrchestrationFailed,
+    EntityOperationCompleted,
+    EntityOperationFailed,
     EventRaised,
     ExecutionStarted,
     FailureDetails,
@@ -43,6 +47,7 @@ from durable.core.events import (
     TaskCompleted,
     TaskFailed,
     TimerFired,
+    orchestration_events,
 )
 from durable.core.functions import Registry, get_name
 from durable.core.payload import PayloadCodec
@@ -65,6 +70,7 @@ class _Outstanding:
     activities: dict[int, ScheduleActivity] = field(default_factory=dict)
     timers: dict[int, CreateTimer] = field(default_factory=dict)
     children: dict[int, StartChildOrchestration] = field(default_factory=dict)
+    entity_calls: dict[int, CallEntity] = field(default_factory=dict)
 
     def add(self, decision: Decision) -> None:
         for command in decision.commands:
@@ -75,7 +81,9 @@ class _Outstanding:
                     self.timers[i] = command
                 case StartChildOrchestration(task_id=i):
                     self.children[i] = command
-                case SendEvent() | CompleteOrchestration() | ContinueAsNew():
+                case CallEntity(task_id=i):
+                    self.entity_calls[i] = command
+                case SendEvent() | SignalEntity() | CompleteOrchestration() | ContinueAsNew():
                     pass
 
 
@@ -216,7 +224,7 @@ class Run:
 
     def step(self, events: list[InboundEvent]) -> None:
         self.steps += 1
-        batch: list[HistoryEvent] = [OrchestratorStarted(timestamp=self.now), *events]
+        batch = [OrchestratorStarted(timestamp=self.now), *orchestration_events(events)]
         with _tripwire(self.steps, self.codes):
             decision = self.live.step(batch)
         self._check_full_replay(batch, decision)
@@ -283,6 +291,7 @@ class Chance:
         earliest = min((t.fire_at for t in out.timers.values()), default=None)
         choices: list[tuple[str, int]] = [("activity", i) for i in sorted(out.activities)]
         choices += [("child", i) for i in sorted(out.children)]
+        choices += [("entity", i) for i in sorted(out.entity_calls)]
         choices += [("timer", i) for i, t in sorted(out.timers.items()) if t.fire_at == earliest]
         awaited = run.live.awaited_events()
         run.waited_for.update(awaited)
@@ -306,6 +315,9 @@ class Chance:
                 case "child":
                     out.children.pop(key)
                     events.append(self.child_outcome(data, run, key))
+                case "entity":
+                    out.entity_calls.pop(key)
+                    events.append(self.entity_outcome(data, run, key))
                 case "timer":
                     timer = out.timers.pop(key)
                     run.now = max(run.now, timer.fire_at)
@@ -334,6 +346,16 @@ class Chance:
         if failure is not None:
             return TaskFailed(timestamp=run.now, task_id=i, failure=failure)
         return TaskCompleted(timestamp=run.now, task_id=i, result=result)
+
+    def entity_outcome(self, data: Any, run: Run, task_id: int) -> InboundEvent:
+        """An entity operation's answer: a JSON value like a child's result, or a failure."""
+        if self.failures and data.draw(self.st.booleans(), label=f"entity #{task_id} fails"):
+            error = ValueError("injected failure of an entity operation")
+            failure = FailureDetails.from_exception(error)
+            return EntityOperationFailed(timestamp=run.now, task_id=task_id, failure=failure)
+        value = data.draw(self.children, label=f"entity #{task_id} result")
+        result = run.codec.encode(value, "entity result")
+        return EntityOperationCompleted(timestamp=run.now, task_id=task_id, result=result)
 
     def child_outcome(self, data: Any, run: Run, task_id: int) -> InboundEvent:
         if self.failures and data.draw(self.st.booleans(), label=f"child #{task_id} fails"):
@@ -399,6 +421,10 @@ def _call_text(command: Command) -> str:
             return f"#{i} call_sub_orchestrator({n!r}, input={x})"
         case SendEvent(name=n, instance_id=t, task_id=i):
             return f"#{i} send_event({t!r}, {n!r})"
+        case CallEntity(entity=e, operation=o, input=x, task_id=i):
+            return f"#{i} call_entity({e!r}, {o!r}, input={x})"
+        case SignalEntity(entity=e, operation=o, input=x, task_id=i):
+            return f"#{i} signal_entity({e!r}, {o!r}, input={x})"
         case CompleteOrchestration(status=status, result=r):
             return f"end {status} with {r}"
         case ContinueAsNew(input=x):

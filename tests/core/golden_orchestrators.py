@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from durable.core.entity import EntityInstanceId
 from durable.core.errors import InvalidTaskError, TaskFailedError
 from durable.core.functions import FunctionSpec, orchestrator_spec
 from durable.core.tasks import RetryPolicy, when_all, when_any
@@ -311,6 +312,18 @@ def pong(ctx, _):
     return message
 
 
+def entity_counter(ctx, key: str):
+    """Signals an entity, calls it, and catches a failed call (a durable entity)."""
+    counter = EntityInstanceId("counter", key)
+    ctx.signal_entity(counter, "add", 5)
+    total = yield ctx.call_entity(counter, "get")
+    try:
+        yield ctx.call_entity(counter, "reset_to", -1)
+    except TaskFailedError as e:
+        return {"total": total, "refused": e.details.inner.message if e.details.inner else None}
+    return {"total": total}
+
+
 # -- continue-as-new -----------------------------------------------------------------------
 
 
@@ -485,6 +498,7 @@ ALL = [
     orchestrator_workers,
     evaluator_optimizer,
     agent_loop,
+    entity_counter,
     fan_out_fan_in,
     tolerant_fan_out,
     approval_race,

@@ -30,6 +30,8 @@ from durable.core.events import (
     ChildOrchestrationCompleted,
     ChildOrchestrationFailed,
     ContinuedAsNew,
+    EntityOperationCompleted,
+    EntityOperationFailed,
     EventRaised,
     ExecutionCompleted,
     ExecutionResumed,
@@ -894,6 +896,25 @@ def _(s: Script) -> None:
 def _(s: Script) -> None:
     s.start(instance="ponger-1")
     s.feed(event("ping", {"from": "pinger-1", "n": 1}))
+
+
+@scenario(
+    "entity_call_and_signal",
+    "entity_counter",
+    "COMPLETED",
+    "A durable entity: a signal (EntityOperationSignaled, one way), a call answered"
+    " (EntityOperationCalled, EntityOperationCompleted) and a call whose operation failed"
+    " (EntityOperationFailed), caught.",
+)
+def _(s: Script) -> None:
+    s.start("k1", instance="entity-user-1")
+    s.feed(EntityOperationCompleted(timestamp=_AT, task_id=1, result=enc(5)))
+    refused = FailureDetails(
+        message="Operation 'reset_to' on entity '@counter@k1' failed with error: no",
+        error_type="durable.entities.EntityOperationFailedException",
+        inner=failure(ValueError, "no"),
+    )
+    s.feed(EntityOperationFailed(timestamp=_AT, task_id=2, failure=refused))
 
 
 # -- suspend, resume, terminate ------------------------------------------------------------

@@ -89,6 +89,23 @@ EVENTS = {
     ev.EventSent: event_of(
         ev.EventSent, task_id=task_ids, instance_id=texts, name=texts, input=payloads
     ),
+    ev.EntityOperationCalled: event_of(
+        ev.EntityOperationCalled, task_id=task_ids, entity=texts, operation=texts, input=payloads
+    ),
+    ev.EntityOperationSignaled: event_of(
+        ev.EntityOperationSignaled,
+        task_id=task_ids,
+        entity=texts,
+        operation=texts,
+        input=payloads,
+        signal_time=st.none() | moments,
+    ),
+    ev.EntityOperationCompleted: event_of(
+        ev.EntityOperationCompleted, task_id=task_ids, result=payloads
+    ),
+    ev.EntityOperationFailed: event_of(
+        ev.EntityOperationFailed, task_id=task_ids, failure=failures()
+    ),
     ev.ExecutionSuspended: event_of(ev.ExecutionSuspended, reason=st.none() | texts),
     ev.ExecutionResumed: event_of(ev.ExecutionResumed, reason=st.none() | texts),
     ev.ExecutionRewound: event_of(
@@ -171,6 +188,9 @@ def _filled(kind: type) -> ev.HistoryEvent:
         "carried_events": (ev.EventRaised(timestamp=t, name="x", input="1"),),
         "status": "FAILED",
         "cancels": (4, 5),
+        "entity": "@counter@k",
+        "operation": "add",
+        "signal_time": t + timedelta(hours=1),
     }
     fields = {f: values[f] for f in kind.__struct_fields__ if f != "timestamp"}
     return kind(timestamp=t, **fields)
