@@ -14,7 +14,7 @@ import msgspec
 
 from durable._records import entity_instance, entity_request
 from durable.core.context import check_instance_id
-from durable.core.entity import EntityInstanceId, EntityMetadata, read_record
+from durable.core.entity import EntityInstanceId, EntityMetadata, entity_target, read_record
 from durable.core.errors import OrchestrationNotFoundError, OrchestrationStateError
 from durable.core.events import (
     EventRaised,
@@ -199,11 +199,7 @@ class Client:
         The entity is created by its first operation; its operations run one at a time
         in the order they arrive.
         """
-        if not isinstance(entity_instance_id, EntityInstanceId):
-            raise TypeError("signal_entity takes an EntityInstanceId")
-        if not isinstance(operation_name, str) or not operation_name:
-            raise ValueError("an operation name must be a non-empty string")
-        target = str(entity_instance_id)
+        target = entity_target(entity_instance_id, operation_name)
         encoded = self._codec.encode(input, f"input of operation {operation_name!r} on {target}")
         now = self.store.clock()
         when = None if signal_time is None else _aware(signal_time)

@@ -16,7 +16,7 @@ from durable.core.commands import (
     SignalEntity,
     StartChildOrchestration,
 )
-from durable.core.entity import EntityInstanceId
+from durable.core.entity import EntityInstanceId, entity_target
 from durable.core.functions import declared_output_type, get_name
 from durable.core.tasks import (
     CancellableTask,
@@ -312,7 +312,7 @@ class OrchestrationContext:
             given), or failed with `TaskFailedError` if the operation raised (its details
             name the entity and the operation; `details.inner` is the entity's error).
         """
-        target = _entity_target(entity, operation)
+        target = entity_target(entity, operation)
         encoded = self._x.codec.encode(input, f"input of operation {operation!r} on {target}")
         result_type = Any if return_type is None else return_type
 
@@ -329,7 +329,7 @@ class OrchestrationContext:
         signal_time: datetime | None = None,
     ) -> None:
         """Send an entity a one-way operation (not awaited), at `signal_time` if given."""
-        target = _entity_target(entity_id, operation_name)
+        target = entity_target(entity_id, operation_name)
         what = f"input of operation {operation_name!r} on {target}"
         encoded = self._x.codec.encode(input, what)
         when = None if signal_time is None else _utc(signal_time)
@@ -399,11 +399,3 @@ def _result_type(target: Callable[..., Any] | str, return_type: Any) -> object:
     if isinstance(target, str):
         return Any
     return declared_output_type(target)
-
-
-def _entity_target(entity: object, operation: object) -> str:
-    if not isinstance(entity, EntityInstanceId):
-        raise TypeError(f"an entity is named by an EntityInstanceId, not {entity!r}")
-    if not isinstance(operation, str) or not operation:
-        raise ValueError("an operation name must be a non-empty string")
-    return str(entity)

@@ -44,18 +44,12 @@ class EntityInstanceId:
     @staticmethod
     def validate_entity_name(name: str) -> None:
         """Raise ValueError unless `name` can name an entity."""
-        if not isinstance(name, str) or not name:
-            raise ValueError("an entity name must be a non-empty string")
-        if "@" in name:
-            raise ValueError(f"an entity name must not contain '@': {name!r}")
+        _check_part(name, "name")
 
     @staticmethod
     def validate_key(key: str) -> None:
         """Raise ValueError unless `key` can be an entity's key."""
-        if not isinstance(key, str) or not key:
-            raise ValueError("an entity key must be a non-empty string")
-        if "@" in key:
-            raise ValueError(f"an entity key must not contain '@': {key!r}")
+        _check_part(key, "key")
 
     @staticmethod
     def parse(entity_id: str) -> EntityInstanceId:
@@ -87,6 +81,22 @@ class EntityInstanceId:
 
     def __lt__(self, other: EntityInstanceId) -> bool:
         return str(self) < str(other)
+
+
+def _check_part(value: object, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"an entity {what} must be a non-empty string")
+    if "@" in value:
+        raise ValueError(f"an entity {what} must not contain '@': {value!r}")
+
+
+def entity_target(entity: object, operation: object) -> str:
+    """The instance id of `entity`, checked along with the operation's name."""
+    if not isinstance(entity, EntityInstanceId):
+        raise TypeError(f"an entity is named by an EntityInstanceId, not {entity!r}")
+    if not isinstance(operation, str) or not operation:
+        raise ValueError("an operation name must be a non-empty string")
+    return str(entity)
 
 
 def is_entity_id(instance_id: str) -> bool:
@@ -197,14 +207,11 @@ class EntityContext:
         signal_time: datetime | None = None,
     ) -> None:
         """Send `operation` to an entity, one-way, once this operation succeeds."""
-        if not isinstance(entity_instance_id, EntityInstanceId):
-            raise TypeError("signal_entity takes an EntityInstanceId")
-        if not isinstance(operation, str) or not operation:
-            raise ValueError("an operation name must be a non-empty string")
-        what = f"input of operation {operation!r} for {entity_instance_id}"
+        target = entity_target(entity_instance_id, operation)
+        what = f"input of operation {operation!r} for {target}"
         self.signals.append(
             SignalOut(
-                entity=str(entity_instance_id),
+                entity=target,
                 operation=operation,
                 input=self._codec.encode(input, what),
                 signal_time=signal_time,
