@@ -192,8 +192,31 @@ def cw_small_expected(n: int) -> list[str]:
     return [f"a={2 * n}", f"b={2 * (n + 1)}"]
 
 
-ORCHESTRATORS: list[Callable[..., Any]] = [cw_parent, cw_child, cw_small]
+CW_COUNTER = durable.EntityInstanceId("CwCounter", "shared")  # the class name, any case
+
+
+class CwCounter(durable.DurableEntity):
+    """The entity of the entity crash test: a count that must end exact."""
+
+    def add(self, amount: int) -> int:
+        total = self.get_state(int, 0) + amount
+        self.set_state(total)
+        return total
+
+    def get(self) -> int:
+        return self.get_state(int, 0)
+
+
+def cw_adder(ctx: task.OrchestrationContext, times: int) -> Any:
+    """`times` one-way `add 1` signals to the shared counter, then a call to read it."""
+    for _ in range(times):
+        ctx.signal_entity(CW_COUNTER, "add", 1)
+    return (yield ctx.call_entity(CW_COUNTER, "get"))
+
+
+ORCHESTRATORS: list[Callable[..., Any]] = [cw_parent, cw_child, cw_small, cw_adder]
 ACTIVITIES: list[Callable[..., Any]] = [cw_step]
+ENTITIES: list[Any] = [CwCounter]
 
 
 # -- the instrumented store ------------------------------------------------------------
@@ -309,6 +332,7 @@ async def serve(args: argparse.Namespace) -> None:
         store,
         orchestrators=ORCHESTRATORS,
         activities=ACTIVITIES,
+        entities=ENTITIES,
         lease_seconds=args.lease,
         poll_interval=args.poll,
         max_concurrent_activities=1 if serialize else 64,
