@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -24,6 +24,7 @@ from durable.core.events import (
     ExecutionSuspended,
     ExecutionTerminated,
     InboundEvent,
+    as_utc,
 )
 from durable.core.functions import orchestrator_spec
 from durable.core.history import History, fork_history
@@ -83,8 +84,8 @@ class Client:
         )
         iid = check_instance_id(instance_id) if instance_id is not None else uuid.uuid4().hex
         encoded = self._codec.encode(input, f"input of orchestrator {name!r}")
-        if start_at is not None and start_at.tzinfo is None:
-            start_at = start_at.replace(tzinfo=UTC)
+        if start_at is not None:
+            start_at = as_utc(start_at)
         start = ExecutionStarted(
             timestamp=self.store.clock(),
             name=name,
@@ -202,7 +203,7 @@ class Client:
         target = entity_target(entity_instance_id, operation_name)
         encoded = self._codec.encode(input, f"input of operation {operation_name!r} on {target}")
         now = self.store.clock()
-        when = None if signal_time is None else _aware(signal_time)
+        when = None if signal_time is None else as_utc(signal_time)
         await self.store.create_instance(entity_instance(target, now))
         await self.store.send(
             entity_request(target, operation_name, encoded, now, signal_time=when)
@@ -608,8 +609,3 @@ class SyncClient:
 
 async def _next(items: AsyncGenerator[T, None]) -> T:
     return await anext(items)
-
-
-def _aware(moment: datetime) -> datetime:
-    """Naive datetimes are taken as UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

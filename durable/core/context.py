@@ -6,7 +6,7 @@ import hashlib
 import random as _random
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from durable.core.commands import (
@@ -17,6 +17,7 @@ from durable.core.commands import (
     StartChildOrchestration,
 )
 from durable.core.entity import EntityInstanceId, entity_target
+from durable.core.events import as_utc
 from durable.core.functions import declared_output_type, get_name
 from durable.core.tasks import (
     CancellableTask,
@@ -144,10 +145,6 @@ def check_instance_id(instance_id: str) -> str:
     return instance_id
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _name_of(target: Callable[..., Any] | str) -> str:
     return target if isinstance(target, str) else get_name(target)
 
@@ -266,7 +263,7 @@ class OrchestrationContext:
         if isinstance(fire_at, timedelta):
             when = self.current_utc_datetime + fire_at
         elif isinstance(fire_at, datetime):
-            when = _utc(fire_at)
+            when = as_utc(fire_at)
         else:
             raise TypeError(f"create_timer() takes a datetime or a timedelta, got {fire_at!r}")
         return self._x.start_timer(when)
@@ -332,7 +329,7 @@ class OrchestrationContext:
         target = entity_target(entity_id, operation_name)
         what = f"input of operation {operation_name!r} on {target}"
         encoded = self._x.codec.encode(input, what)
-        when = None if signal_time is None else _utc(signal_time)
+        when = None if signal_time is None else as_utc(signal_time)
         self._x.add_command(
             lambda task_id: SignalEntity(
                 task_id=task_id,

@@ -19,7 +19,7 @@ from typing import Any, TypeVar, cast, overload
 
 import msgspec
 
-from durable.core.events import FailureDetails
+from durable.core.events import FailureDetails, as_utc
 from durable.core.payload import PayloadCodec
 
 T = TypeVar("T")
@@ -214,7 +214,7 @@ class EntityContext:
                 entity=target,
                 operation=operation,
                 input=self._codec.encode(input, what),
-                signal_time=signal_time,
+                signal_time=None if signal_time is None else as_utc(signal_time),
             )
         )
 

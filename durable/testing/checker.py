@@ -349,22 +349,32 @@ class Chance:
 
     def entity_outcome(self, data: Any, run: Run, task_id: int) -> InboundEvent:
         """An entity operation's answer: a JSON value like a child's result, or a failure."""
-        if self.failures and data.draw(self.st.booleans(), label=f"entity #{task_id} fails"):
-            error = ValueError("injected failure of an entity operation")
-            failure = FailureDetails.from_exception(error)
-            return EntityOperationFailed(timestamp=run.now, task_id=task_id, failure=failure)
-        value = data.draw(self.children, label=f"entity #{task_id} result")
-        result = run.codec.encode(value, "entity result")
-        return EntityOperationCompleted(timestamp=run.now, task_id=task_id, result=result)
+        error = ValueError("injected failure of an entity operation")
+        answers = (EntityOperationCompleted, EntityOperationFailed)
+        return self._answer(data, run, task_id, "entity", error, answers)
 
     def child_outcome(self, data: Any, run: Run, task_id: int) -> InboundEvent:
-        if self.failures and data.draw(self.st.booleans(), label=f"child #{task_id} fails"):
-            error = RuntimeError("injected failure of a child orchestration")
+        error = RuntimeError("injected failure of a child orchestration")
+        answers = (ChildOrchestrationCompleted, ChildOrchestrationFailed)
+        return self._answer(data, run, task_id, "child", error, answers)
+
+    def _answer(  # noqa: PLR0917 - the draw, and what differs between children and entities
+        self,
+        data: Any,
+        run: Run,
+        task_id: int,
+        what: str,
+        error: Exception,
+        answers: tuple[Callable[..., InboundEvent], Callable[..., InboundEvent]],
+    ) -> InboundEvent:
+        """A JSON value drawn for the answer, or (sometimes) `error`."""
+        completed, failed = answers
+        if self.failures and data.draw(self.st.booleans(), label=f"{what} #{task_id} fails"):
             failure = FailureDetails.from_exception(error)
-            return ChildOrchestrationFailed(timestamp=run.now, task_id=task_id, failure=failure)
-        value = data.draw(self.children, label=f"child #{task_id} result")
-        result = run.codec.encode(value, "child result")
-        return ChildOrchestrationCompleted(timestamp=run.now, task_id=task_id, result=result)
+            return failed(timestamp=run.now, task_id=task_id, failure=failure)
+        value = data.draw(self.children, label=f"{what} #{task_id} result")
+        result = run.codec.encode(value, f"{what} result")
+        return completed(timestamp=run.now, task_id=task_id, result=result)
 
 
 def _run_activity(run: Run, command: ScheduleActivity) -> tuple[str | None, FailureDetails | None]:

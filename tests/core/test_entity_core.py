@@ -220,3 +220,11 @@ def test_the_failure_a_caller_sees_names_the_entity_and_the_operation() -> None:
     error = EntityOperationFailedException(COUNTER, "boom", failure)
     assert str(error) == "Operation 'boom' on entity '@counter@k1' failed with error: bad"
     assert error.failure_details is failure and error.operation_name == "boom"
+
+
+def test_a_naive_signal_time_is_taken_as_utc() -> None:
+    def later(ctx: EntityContext, _: Any) -> None:
+        ctx.signal_entity(EntityInstanceId("timer", "t"), "ring", signal_time=datetime(2026, 1, 1))
+
+    out = run(later, None, ("later", None))
+    assert out.signals[0].signal_time == datetime(2026, 1, 1, tzinfo=UTC)
