@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import assert_never
 
-from durable.core.commands import CallEntity, CreateTimer, SignalEntity, StartChildOrchestration
+from durable.core.commands import (
+    CallEntity,
+    CompleteOrchestration,
+    ContinueAsNew,
+    CreateTimer,
+    ScheduleActivity,
+    SendEvent,
+    SignalEntity,
+    StartChildOrchestration,
+)
 from durable.core.decision import Decision
+from durable.core.engine import Execution
 from durable.core.entity import EntityInstanceId, EntityOperationFailedException
 from durable.core.errors import TaskFailedError
 from durable.core.events import (
@@ -15,6 +26,8 @@ from durable.core.events import (
     EntityOperationCompleted,
     EntityOperationFailed,
     EntityRequest,
+    EventRaised,
+    ExecutionRewound,
     ExecutionStarted,
     ExecutionTerminated,
     FailureDetails,
@@ -23,7 +36,13 @@ from durable.core.events import (
     TimerFired,
     qualified_name,
 )
-from durable.store.base import Message, NewInstance, OrchestrationWorkItem
+from durable.store.base import (
+    ActivityResult,
+    Message,
+    NewInstance,
+    OrchestrationCommit,
+    OrchestrationWorkItem,
+)
 
 
 def timer_message(item: OrchestrationWorkItem, timer: CreateTimer) -> Message:
@@ -164,3 +183,80 @@ def entity_reply(
         )
         event = EntityOperationFailed(timestamp=now, task_id=caller.task_id, failure=details)
     return Message(instance_id=caller.instance_id, event=event, execution_id=caller.execution_id)
+
+
+def commit_for(
+    item: OrchestrationWorkItem,
+    execution: Execution,
+    decision: Decision,
+    now: datetime,
+    results: tuple[ActivityResult, ...] = (),
+) -> OrchestrationCommit:
+    """What one decision writes: the commit of `item`, with the commands as store records."""
+    iid = item.instance_id
+    activities: list[ScheduleActivity] = []
+    messages: list[Message] = []
+    children: list[NewInstance] = []
+    new_execution: ExecutionStarted | None = None
+    carried: list[Message] = []
+    parent = execution.parent
+    for command in decision.commands:
+        match command:
+            case ScheduleActivity():
+                activities.append(command)
+            case CreateTimer():
+                messages.append(timer_message(item, command))
+            case SendEvent(instance_id=target, name=n, input=x):
+                raised = EventRaised(timestamp=now, name=n, input=x)
+                messages.append(Message(instance_id=target, event=raised))
+            case CallEntity() | SignalEntity():
+                entity, request = entity_command(item, command, now)
+                children.append(entity)
+                messages.append(request)
+            case StartChildOrchestration():
+                children.append(child_instance(item, command, now))
+            case CompleteOrchestration(status=status, result=result, failure=failure):
+                if parent is not None:
+                    messages.append(report_to_parent(parent, status, result, failure, now))
+                if status == "TERMINATED" and terminates_children(decision):
+                    for child in execution.open_children():
+                        stop = ExecutionTerminated(timestamp=now, output=None)
+                        messages.append(Message(instance_id=child, event=stop))
+            case ContinueAsNew(input=x, carried_events=events):
+                new_execution = ExecutionStarted(
+                    timestamp=now,
+                    name=execution.name,
+                    instance_id=iid,
+                    execution_id=uuid.uuid4().hex,
+                    input=x,
+                    parent=parent,
+                )
+                carried = [Message(instance_id=iid, event=e) for e in events]
+    for rerun in decision.reruns:  # after a rewind, or in a fork: start awaited work again
+        match rerun:
+            case ScheduleActivity():
+                activities.append(rerun)  # the store skips one already waiting
+            case CreateTimer():
+                messages.append(timer_message(item, rerun))  # a second firing is ignored
+            case StartChildOrchestration():
+                # A running child is left as it is, a failed one rewound, a terminated
+                # one run anew.
+                children.append(child_instance(item, rerun, now, rerun=True))
+                again = ExecutionRewound(timestamp=now, reason="its parent was rewound")
+                messages.append(Message(instance_id=rerun.instance_id, event=again))
+            case _:
+                assert_never(rerun)
+    return OrchestrationCommit(
+        item=item,
+        events=decision.events,
+        status=decision.status,
+        custom_status=decision.custom_status,
+        output=decision.output,
+        failure=decision.failure,
+        activities=tuple(activities),
+        messages=tuple(messages),
+        children=tuple(children),
+        new_execution=new_execution,
+        carried=tuple(carried),
+        results=results,
+    )

@@ -13,29 +13,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, assert_never
+from typing import Any
 
 from durable._entities import decide_entity
-from durable._records import (
-    child_instance,
-    entity_command,
-    report_to_parent,
-    terminates_children,
-    timer_message,
-)
-from durable.core.commands import (
-    CallEntity,
-    CompleteOrchestration,
-    ContinueAsNew,
-    CreateTimer,
-    ScheduleActivity,
-    SendEvent,
-    SignalEntity,
-    StartChildOrchestration,
-)
+from durable._records import commit_for, report_to_parent
 from durable.core.context import ActivityContext, StreamSink
-from durable.core.decision import Decision, EngineOptions
+from durable.core.decision import EngineOptions
 from durable.core.engine import Execution
 from durable.core.entity import Entity, is_entity_id
 from durable.core.errors import (
@@ -49,7 +32,6 @@ from durable.core.events import (
     ChildOrchestrationCompleted,
     ChildOrchestrationCreated,
     ChildOrchestrationFailed,
-    EventRaised,
     ExecutionCompleted,
     ExecutionRewound,
     ExecutionStarted,
@@ -71,7 +53,6 @@ from durable.store.base import (
     ActivityTake,
     ActivityWorkItem,
     Message,
-    NewInstance,
     Notifier,
     OrchestrationCommit,
     OrchestrationWorkItem,
@@ -350,12 +331,15 @@ class Worker:
                 if commit is not None:
                     commits.append(commit)
             if commits:
-                trouble |= not await self._commit(commits, claimed_at)
+                trouble |= bool(await self._commit(commits, claimed_at))
             if trouble:
                 await self._sleep(self._poll)
 
-    async def _commit(self, commits: list[OrchestrationCommit], claimed_at: float = 0.0) -> bool:
-        """Commit the decisions together; False if the store failed (nothing was written).
+    async def _commit(
+        self, commits: list[OrchestrationCommit], claimed_at: float = 0.0
+    ) -> list[OrchestrationCommit]:
+        """Commit the decisions together; those the store failed to write (none of them
+        was written).
 
         Instances whose commit failed stay leased to this worker, which claims them again
         at once (a release could fail the same way), and decides them afresh.
@@ -375,12 +359,11 @@ class Worker:
         except StoreError as e:
             if isinstance(e, StoreFullError) and len(commits) > 1:
                 # One large decision may be what does not fit: the others may.
-                results = [await self._commit([c], claimed_at) for c in commits]
-                return all(results)
+                return [f for c in commits for f in await self._commit([c], claimed_at)]
             log.warning("could not commit %d decisions (%s); retrying", len(commits), e)
             for commit in commits:
                 self._cache.pop(commit.item.instance_id, None)
-            return False
+            return commits
         finally:
             if take is not None:
                 self._reserved -= take.limit
@@ -409,7 +392,7 @@ class Worker:
                         "committing_at": committing_at,
                     },
                 )
-        return True
+        return []
 
     async def _decide(self, item: OrchestrationWorkItem) -> OrchestrationCommit | None:
         iid = item.instance_id
@@ -437,13 +420,7 @@ class Worker:
                     return None
                 execution = Execution(self._registry.orchestrator, self._codec, self._options)
                 execution.replay(history, rewinding=rewinding)
-            # A timer is never seen to fire early, even by a worker whose clock is behind.
-            fired = [m.fire_at for m in item.messages if isinstance(m, TimerFired)]
-            now = max([self.store.clock(), *fired])
-            decision = execution.step(
-                [OrchestratorStarted(timestamp=now), *orchestration_events(item.messages)]
-            )
-            commit = self._commit_for(item, execution, decision, now)
+            commit = self._step(item, execution)
         except Exception as e:  # non-determinism, or a bug: block the instance, lose nothing
             if isinstance(e, StoreError) and not isinstance(e, CorruptHistoryError):
                 raise  # the store's trouble, not the code's
@@ -459,6 +436,59 @@ class Worker:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return commit
+
+    def _step(
+        self,
+        item: OrchestrationWorkItem,
+        execution: Execution,
+        results: tuple[ActivityResult, ...] = (),
+    ) -> OrchestrationCommit:
+        # A timer is never seen to fire early, even by a worker whose clock is behind.
+        fired = [m.fire_at for m in item.messages if isinstance(m, TimerFired)]
+        now = max([self.store.clock(), *fired])
+        decision = execution.step(
+            [OrchestratorStarted(timestamp=now), *orchestration_events(item.messages)]
+        )
+        return commit_for(item, execution, decision, now, results)
+
+    def _decide_on_results(self, batch: list[ActivityResult]) -> list[OrchestrationCommit]:
+        """Decide at once on the results of instances this worker has in memory, taking
+        those results out of `batch`: the store writes each decision with its results, in
+        one transaction, if the instance is idle and unchanged (see `OrchestrationCommit`)."""
+        mine: dict[str, list[ActivityResult]] = {}
+        for result in batch:
+            done = result.item
+            execution = self._cache.get(done.instance_id)
+            if execution is not None and execution.execution_id == done.execution_id:
+                same = mine.setdefault(done.instance_id, [])
+                if all(r.item.id != done.id for r in same):
+                    same.append(result)
+        if not mine:
+            return []
+        commits: list[OrchestrationCommit] = []
+        for iid, results in mine.items():
+            execution = self._cache.pop(iid)
+            item = OrchestrationWorkItem(
+                instance_id=iid,
+                execution_id=execution.execution_id,
+                name=execution.name,
+                history_length=execution.history_length,
+                messages=tuple(r.event for r in results),
+                message_ids=(),
+                lease_owner=self.id,
+            )
+            try:
+                commit = self._step(item, execution, tuple(results))
+            except Exception:  # claimed as messages instead, it is decided (or blocked) anew
+                log.debug("orchestration %s: deciding on results failed", iid, exc_info=True)
+                mine[iid] = []
+                continue
+            if not execution.is_finished:
+                self._cache[iid] = execution
+            commits.append(commit)
+        taken = {r.item.id for results in mine.values() for r in results}
+        batch[:] = [r for r in batch if r.item.id not in taken]
+        return commits
 
     async def _terminate_blocked(
         self, item: OrchestrationWorkItem, stop: ExecutionTerminated
@@ -504,76 +534,6 @@ class Worker:
             "orchestration %s cannot go on (retrying in %.0fs): %s", item.instance_id, delay, error
         )
         await self.store.abandon_orchestration(item, delay, FailureDetails.from_exception(error))
-
-    def _commit_for(
-        self, item: OrchestrationWorkItem, execution: Execution, decision: Decision, now: datetime
-    ) -> OrchestrationCommit:
-        iid = item.instance_id
-        activities: list[ScheduleActivity] = []
-        messages: list[Message] = []
-        children: list[NewInstance] = []
-        new_execution: ExecutionStarted | None = None
-        carried: list[Message] = []
-        parent = execution.parent
-        for command in decision.commands:
-            match command:
-                case ScheduleActivity():
-                    activities.append(command)
-                case CreateTimer():
-                    messages.append(timer_message(item, command))
-                case SendEvent(instance_id=target, name=n, input=x):
-                    raised = EventRaised(timestamp=now, name=n, input=x)
-                    messages.append(Message(instance_id=target, event=raised))
-                case CallEntity() | SignalEntity():
-                    entity, request = entity_command(item, command, now)
-                    children.append(entity)
-                    messages.append(request)
-                case StartChildOrchestration():
-                    children.append(child_instance(item, command, now))
-                case CompleteOrchestration(status=status, result=result, failure=failure):
-                    if parent is not None:
-                        messages.append(report_to_parent(parent, status, result, failure, now))
-                    if status == "TERMINATED" and terminates_children(decision):
-                        for child in execution.open_children():
-                            stop = ExecutionTerminated(timestamp=now, output=None)
-                            messages.append(Message(instance_id=child, event=stop))
-                case ContinueAsNew(input=x, carried_events=events):
-                    new_execution = ExecutionStarted(
-                        timestamp=now,
-                        name=execution.name,
-                        instance_id=iid,
-                        execution_id=uuid.uuid4().hex,
-                        input=x,
-                        parent=parent,
-                    )
-                    carried = [Message(instance_id=iid, event=e) for e in events]
-        for rerun in decision.reruns:  # after a rewind, or in a fork: start awaited work again
-            match rerun:
-                case ScheduleActivity():
-                    activities.append(rerun)  # the store skips one already waiting
-                case CreateTimer():
-                    messages.append(timer_message(item, rerun))  # a second firing is ignored
-                case StartChildOrchestration():
-                    # A running child is left as it is, a failed one rewound, a terminated
-                    # one run anew.
-                    children.append(child_instance(item, rerun, now, rerun=True))
-                    again = ExecutionRewound(timestamp=now, reason="its parent was rewound")
-                    messages.append(Message(instance_id=rerun.instance_id, event=again))
-                case _:
-                    assert_never(rerun)
-        return OrchestrationCommit(
-            item=item,
-            events=decision.events,
-            status=decision.status,
-            custom_status=decision.custom_status,
-            output=decision.output,
-            failure=decision.failure,
-            activities=tuple(activities),
-            messages=tuple(messages),
-            children=tuple(children),
-            new_execution=new_execution,
-            carried=tuple(carried),
-        )
 
     # -- activities ------------------------------------------------------------------
 
@@ -701,7 +661,7 @@ class Worker:
         deadline = None if give_up_after is None else time.monotonic() + give_up_after
         while self._results:
             batch, self._results = self._results, []
-            self._recording = batch
+            self._recording = list(batch)  # (all of it, while any of it is recorded)
             try:
                 await self._record(batch)
             except StoreError as e:
@@ -724,6 +684,13 @@ class Worker:
         Raises:
             StoreError: not everything could be recorded; `batch` keeps what was not.
         """
+        if self.store.direct_results:
+            decided = self._decide_on_results(batch)
+            if decided:
+                for failed in await self._commit(decided, time.time()):
+                    batch.extend(failed.results)  # (nothing of them was written)
+        if not batch:
+            return
         try:
             await self.store.complete_activities(batch)
             batch.clear()

@@ -19,6 +19,7 @@ from durable.core.state import OrchestrationStatus
 from durable.store._sqlite_sql import (
     _FAILURE_ENCODER,
     _INSTANCE_KINDS,
+    _RUNNING,
     _TERMINAL,
     Conn,
     _batches,
@@ -27,8 +28,11 @@ from durable.store._sqlite_sql import (
     _refresh_wake,
     _waking,
     create,
+    deliver_results,
+    remove_activities,
 )
 from durable.store.base import (
+    ActivityResult,
     ActivityTake,
     Message,
     NewInstance,
@@ -46,8 +50,77 @@ def commit_all(
     outcomes: list[Exception | None] = [None] * len(commits)
     if take is not None:
         take.items.clear()  # (what an attempt that was rolled back leased is not leased)
+    if any(c.results for c in commits):
+        adopted = _adopt(raw, [c for c in commits if c.results], now)
+        for k, c in enumerate(commits):
+            if c.results and c.item.instance_id not in adopted:
+                outcomes[k] = _lost(c.item.instance_id)
+        commits = [c for k, c in enumerate(commits) if outcomes[k] is None]
+        return _merge(outcomes, *_commit_held(raw, commits, now, take, adopted))
+    return _commit_held(raw, commits, now, take, set())
+
+
+def _merge(
+    outcomes: list[Exception | None], written: list[Exception | None], queued: bool
+) -> tuple[list[Exception | None], bool]:
+    """Fill the open places of `outcomes` with `written`, in order."""
+    rest = iter(written)
+    return [o if o is not None else next(rest) for o in outcomes], queued
+
+
+def _adopt(raw: Conn, commits: Sequence[OrchestrationCommit], now: int) -> set[str]:
+    """Of decisions made on activity results directly, the instances that are idle and
+    unchanged, and whose results' work items are all there. Their work items are
+    removed; the other decisions' results are delivered as messages, as
+    `complete_activities` does."""
+    rows: dict[str, tuple[object, ...]] = {}
+    for batch in _batches([c.item.instance_id for c in commits]):
+        marks = ", ".join("?" * len(batch))
+        for iid, *row in raw.execute(
+            "SELECT instance_id, lease_owner, lease_expires, execution_id, history_length,"  # noqa: S608
+            f" status, wake_at FROM instances WHERE instance_id IN ({marks})",
+            batch,
+        ):
+            rows[iid] = tuple(row)
+    found = remove_activities(raw, [r.item.id for c in commits for r in c.results])
+    adopted: set[str] = set()
+    left: list[ActivityResult] = []
+    for c in commits:
+        row, item = rows.get(c.item.instance_id), c.item
+        if (
+            row is not None
+            and (row[0] is None or row[1] is None or row[1] <= now)  # type: ignore[operator]
+            and row[2:] == (item.execution_id, item.history_length, _RUNNING, None)
+            and all(r.item.id in found for r in c.results)
+        ):
+            adopted.add(item.instance_id)
+        else:  # (a work item that is gone was completed elsewhere: its result is dropped)
+            left += [r for r in c.results if r.item.id in found]
+    # Decisions written on their own check the lease again (the others are held).
+    raw.executemany(
+        "UPDATE instances SET lease_owner = ?, lease_expires = ? WHERE instance_id = ?",
+        [
+            (c.item.lease_owner, now + 1, c.item.instance_id)
+            for c in commits
+            if c.item.instance_id in adopted and _reaches_out(c)
+        ],
+    )
+    deliver_results(raw, left, now)
+    return adopted
+
+
+def _commit_held(
+    raw: Conn,
+    commits: Sequence[OrchestrationCommit],
+    now: int,
+    take: ActivityTake | None,
+    adopted: set[str],
+) -> tuple[list[Exception | None], bool]:
+    """Commit each decision whose lease holds (or that `_adopt` adopted)."""
+    outcomes: list[Exception | None] = [None] * len(commits)
     plain = {k for k, c in enumerate(commits) if not _reaches_out(c)}
-    held = _fence(raw, [commits[k] for k in sorted(plain)], now)
+    fenced = [commits[k] for k in sorted(plain) if commits[k].item.instance_id not in adopted]
+    held = _fence(raw, fenced, now) | adopted
     accepted = []
     for k in sorted(plain):
         if commits[k].item.instance_id in held:

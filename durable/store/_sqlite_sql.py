@@ -165,6 +165,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 
 _TERMINAL = tuple(s.value for s in OrchestrationStatus if s.is_terminal)
 _FAILED = OrchestrationStatus.FAILED.value
+_RUNNING = OrchestrationStatus.RUNNING.value
 _INSTANCE_KINDS = tuple(c.__name__ for c in INSTANCE_MESSAGES)  # rows store the kind's name
 _STARTER_KINDS = tuple(c.__name__ for c in STARTERS)
 _REWOUND = ExecutionRewound.__name__
@@ -495,31 +496,29 @@ def claim_activities(
 def complete_activities(raw: Conn, results: Sequence[ActivityResult], now: int) -> None:
     # One result per work item (the first); the rest: another worker completed them.
     unique = list({r.item.id: r for r in reversed(results)}.values())[::-1]
-    for batch in _batches(unique):
-        ids = [r.item.id for r in batch]
-        marks = ", ".join("?" * len(ids))
-        found = {
-            row[0]
-            for row in raw.execute(
-                f"SELECT id FROM activities WHERE id IN ({marks})",  # noqa: S608 - marks only
-                ids,
-            )
-        }
-        raw.execute(f"DELETE FROM activities WHERE id IN ({marks})", ids)  # noqa: S608
-        raw.execute(f"DELETE FROM activity_inputs WHERE id IN ({marks})", ids)  # noqa: S608
-        _deliver_many(
-            raw,
-            [
-                Message(
-                    instance_id=r.item.instance_id,
-                    event=r.event,
-                    execution_id=r.item.execution_id,
-                )
-                for r in batch
-                if r.item.id in found
-            ],
-            now,
-        )
+    found = remove_activities(raw, [r.item.id for r in unique])
+    deliver_results(raw, [r for r in unique if r.item.id in found], now)
+
+
+def deliver_results(raw: Conn, results: Sequence[ActivityResult], now: int) -> None:
+    """Deliver activity results (their work items removed) to their instances."""
+    messages = [
+        Message(instance_id=r.item.instance_id, event=r.event, execution_id=r.item.execution_id)
+        for r in results
+    ]
+    _deliver_many(raw, messages, now)
+
+
+def remove_activities(raw: Conn, ids: Sequence[int]) -> set[int]:
+    """Delete these activities' work items; the ids of those that were there."""
+    found: set[int] = set()
+    for batch in _batches(ids):
+        marks = ", ".join("?" * len(batch))
+        query = f"SELECT id FROM activities WHERE id IN ({marks})"  # noqa: S608 - marks only
+        found |= {row[0] for row in raw.execute(query, batch)}
+        raw.execute(f"DELETE FROM activities WHERE id IN ({marks})", batch)  # noqa: S608
+        raw.execute(f"DELETE FROM activity_inputs WHERE id IN ({marks})", batch)  # noqa: S608
+    return found
 
 
 T = TypeVar("T")

@@ -137,6 +137,13 @@ class OrchestrationCommit(msgspec.Struct, frozen=True, kw_only=True):
         new_execution: for continue-as-new, the next execution's start; its history is
             emptied and `carried` messages are delivered to it.
         carried: messages delivered to the next execution (continue-as-new).
+        results: activity results decided on directly, not claimed as messages (only for
+            a store whose `direct_results` is true). `item` was then not claimed: its
+            `message_ids` are empty and its `messages` are these results' events. The
+            store writes the commit only if the instance is idle and unchanged (no lease,
+            no waiting messages, running, the same execution and history length) and
+            every result's work item is still there; otherwise it records the results
+            as `complete_activities` does, and the commit gets `LeaseLostError`.
     """
 
     item: OrchestrationWorkItem
@@ -150,6 +157,7 @@ class OrchestrationCommit(msgspec.Struct, frozen=True, kw_only=True):
     children: tuple[NewInstance, ...] = ()
     new_execution: ExecutionStarted | None = None
     carried: tuple[Message, ...] = ()
+    results: tuple[ActivityResult, ...] = ()
 
 
 class ActivityWorkItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -288,6 +296,9 @@ class Store(Protocol):
     """
 
     clock: Clock
+    direct_results: bool
+    """Whether `commit_orchestrations` takes decisions made on activity results directly
+    (`OrchestrationCommit.results`): one transaction per step instead of three."""
     orchestration_work: Notifier
     activity_work: Notifier
     instance_changes: Notifier

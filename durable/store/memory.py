@@ -118,6 +118,7 @@ class MemoryStore:
 
     def __init__(self, clock: Clock = utc_now) -> None:
         self.clock = clock
+        self.direct_results = False
         self.orchestration_work = Notifier()
         self.activity_work = Notifier()
         self.instance_changes = Notifier()

@@ -147,6 +147,7 @@ class PostgresStore:
         self._offset = timedelta(0)
         """The database's clock minus ours, measured at each transaction."""
         self.clock: Clock = clock or self._db_clock
+        self.direct_results = False
         self.orchestration_work = Notifier()
         self.activity_work = Notifier()
         self.instance_changes = Notifier()

@@ -101,6 +101,7 @@ class SqliteStore:
                 raise ValueError(f"invalid pragma {name!r} = {value!r}")
         self.path = Path(path)
         self.clock = clock
+        self.direct_results = True
         self.orchestration_work = Notifier()
         self.activity_work = Notifier()
         self.instance_changes = Notifier()

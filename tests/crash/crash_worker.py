@@ -268,14 +268,29 @@ class CrashStore(durable.SqliteStore):
         ids = [c.item.instance_id for c in commits]
         continued = [c.item.instance_id for c in commits if c.new_execution is not None]
         children = [ch.instance_id for c in commits for ch in c.children]
+        # Results decided on directly are recorded with their decisions.
+        done = [
+            {"instance": r.item.instance_id, "task": r.item.task_id}
+            for c in commits
+            for r in c.results
+        ]
+        if done:
+            self.fault.reached("before_complete_activities", done)
         self.fault.reached("before_commit", ids)
         if continued:
             self.fault.reached("continue_as_new_before", continued)
         if children:
             self.fault.reached("child_start_before", children)
         outcomes = await super().commit_orchestrations(commits, take)
-        for iid, outcome in zip(ids, outcomes, strict=True):
-            self._close_interval(iid, end, "committed" if outcome is None else "rejected")
+        self._activities_settled += len(done)
+        for commit, outcome in zip(commits, outcomes, strict=True):
+            iid = commit.item.instance_id
+            if not commit.results:
+                self._close_interval(iid, end, "committed" if outcome is None else "rejected")
+            elif self.intervals is not None:  # decided unclaimed: its moment is the commit's
+                how = "committed" if outcome is None else "fell back"  # (to a claim)
+                record = {"iid": iid, "start": end, "end": end, "pid": os.getpid(), "how": how}
+                append_line(self.intervals, record)
         self.fault.reached("after_commit", ids)
         if continued:
             self.fault.reached("continue_as_new_after", continued)

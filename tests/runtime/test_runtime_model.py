@@ -344,7 +344,10 @@ class Window:
         for item in take.items if take is not None else ():
             self._leases.take(_activity_key(item), item.lease_owner, take.lease_seconds)
         for commit in commits:
-            self._leases.drop(("instance", commit.item.instance_id), commit.item.lease_owner)
+            for result in commit.results:  # recorded with a decision, or as messages
+                self._leases.drop(_activity_key(result.item), result.item.lease_owner)
+            if not commit.results:  # (a decision on results directly claimed nothing)
+                self._leases.drop(("instance", commit.item.instance_id), commit.item.lease_owner)
         return outcomes
 
     async def abandon_orchestration(self, item: Any, *args: Any) -> Any:
@@ -420,7 +423,7 @@ class Hand:
     async def commit(self) -> None:
         commits, self.decided = self.decided, []
         if commits:
-            assert await self.worker._commit(commits)
+            assert not await self.worker._commit(commits)
 
     async def claim_activities(self, limit: int) -> int:
         w = self.worker

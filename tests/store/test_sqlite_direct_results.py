@@ -1,0 +1,230 @@
+"""SqliteStore only: decisions made on activity results directly, without a claim.
+
+A worker that holds an instance's execution in memory decides on its activities' results
+at once and commits decision and results together. The store writes that only when the
+instance is idle and unchanged; otherwise the results become messages, as if they had
+been recorded with `complete_activities`, and nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from store_helpers import (
+    LEASE,
+    PAST_LEASE,
+    T0,
+    FakeClock,
+    S,
+    claim,
+    claim_one,
+    commit,
+    decision,
+    raised,
+    start,
+    to,
+)
+
+import durable
+from durable import task
+from durable.core.commands import ScheduleActivity
+from durable.core.errors import LeaseLostError
+from durable.core.events import OrchestratorStarted, TaskCompleted, TaskScheduled
+from durable.store import SqliteStore
+from durable.store.base import (
+    ActivityResult,
+    ActivityWorkItem,
+    OrchestrationCommit,
+    OrchestrationWorkItem,
+)
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
+    opened = SqliteStore(tmp_path / "durable.db", clock=clock)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+FETCH = ScheduleActivity(task_id=1, name="fetch", input='"x"')
+
+
+async def running(store: SqliteStore, iid: str = "a") -> tuple[int, ActivityWorkItem]:
+    """`iid` running, waiting for the activity it scheduled, which a worker has taken;
+    its history length and that activity."""
+    history = await start(store, iid, activities=(FETCH,))
+    [activity] = await store.claim_activities("w1", 10, LEASE)
+    return len(history), activity
+
+
+def on_results(
+    iid: str, length: int, *activities: ActivityWorkItem, **fields: object
+) -> OrchestrationCommit:
+    """A decision on the activities' results made without a claim, as a worker makes it."""
+    results = tuple(
+        ActivityResult(item=a, event=TaskCompleted(timestamp=T0, task_id=a.task_id))
+        for a in activities
+    )
+    item = OrchestrationWorkItem(
+        instance_id=iid,
+        execution_id="e1",
+        name="orch",
+        history_length=length,
+        messages=tuple(r.event for r in results),
+        message_ids=(),
+        lease_owner="w1",
+    )
+    return decision(item, results=results, **fields)
+
+
+async def test_an_idle_instance_takes_the_decision_and_its_results_in_one_commit(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    length, activity = await running(store)
+    then = ScheduleActivity(task_id=2, name="fetch", input='"y"')
+    direct = on_results("a", length, activity, activities=(then,))
+
+    assert await store.commit_orchestrations([direct]) == [None]
+
+    history = await store.get_history("a")
+    assert history[length:] == list(direct.events)
+    assert (await store.get_state("a")).runtime_status is S.RUNNING  # type: ignore[union-attr]
+    clock.advance(PAST_LEASE)
+    assert await claim(store) == {}  # the result is not waiting as a message as well
+    [following] = await store.claim_activities("w2", 10, LEASE)
+    assert following.task_id == 2  # the finished activity is gone; the next one waits
+
+
+async def test_a_waiting_event_sends_the_results_the_usual_way(store: SqliteStore) -> None:
+    length, activity = await running(store)
+    await store.send(to("a", raised("go")))
+
+    [outcome] = await store.commit_orchestrations([on_results("a", length, activity)])
+
+    assert isinstance(outcome, LeaseLostError)
+    assert len(await store.get_history("a")) == length
+    item = await claim_one(store, "a")
+    assert [type(m) for m in item.messages] == [type(raised("go")), TaskCompleted]
+
+
+async def test_an_instance_leased_elsewhere_keeps_its_lease_and_gets_the_results_later(
+    store: SqliteStore,
+) -> None:
+    length, activity = await running(store)
+    await store.send(to("a", raised("go")))
+    other = await claim_one(store, "a", owner="w2")
+
+    [outcome] = await store.commit_orchestrations([on_results("a", length, activity)])
+
+    assert isinstance(outcome, LeaseLostError)
+    await commit(store, other)  # the lease held: w2's decision is written
+    item = await claim_one(store, "a")
+    assert [type(m) for m in item.messages] == [TaskCompleted]
+    assert item.history_length == length + 2
+
+
+async def test_a_decision_on_an_old_history_is_not_written(store: SqliteStore) -> None:
+    length, activity = await running(store)
+    await store.send(to("a", raised("go")))
+    await commit(store, await claim_one(store, "a"))  # the history moved on
+
+    [outcome] = await store.commit_orchestrations([on_results("a", length, activity)])
+
+    assert isinstance(outcome, LeaseLostError)
+    item = await claim_one(store, "a")
+    assert [type(m) for m in item.messages] == [TaskCompleted]
+
+
+async def test_a_result_recorded_elsewhere_first_is_dropped(store: SqliteStore) -> None:
+    length, activity = await running(store)
+    first = TaskCompleted(timestamp=T0, task_id=1, result='"first"')
+    await store.complete_activities([ActivityResult(item=activity, event=first)])
+
+    [outcome] = await store.commit_orchestrations([on_results("a", length, activity)])
+
+    assert isinstance(outcome, LeaseLostError)
+    item = await claim_one(store, "a")
+    assert item.messages == (first,)
+
+
+async def test_a_suspended_instance_gets_the_results_as_messages(store: SqliteStore) -> None:
+    await start(store, "a", activities=(FETCH,))
+    [activity] = await store.claim_activities("w1", 10, LEASE)
+    await store.send(to("a", raised("pause")))
+    suspended = await commit(store, await claim_one(store, "a"), status=S.SUSPENDED)
+    length = suspended.item.history_length + len(suspended.events)
+
+    [outcome] = await store.commit_orchestrations([on_results("a", length, activity)])
+
+    assert isinstance(outcome, LeaseLostError)
+    assert len(await store.get_history("a")) == length
+    item = await claim_one(store, "a")
+    assert [type(m) for m in item.messages] == [TaskCompleted]
+
+
+async def test_one_decision_that_is_not_written_leaves_the_others_alone(
+    store: SqliteStore,
+) -> None:
+    a_length, a_activity = await running(store, "a")
+    b_length, b_activity = await running(store, "b")
+    await store.send(to("b", raised("go")))
+
+    outcomes = await store.commit_orchestrations(
+        [on_results("a", a_length, a_activity), on_results("b", b_length, b_activity)]
+    )
+
+    assert outcomes[0] is None and isinstance(outcomes[1], LeaseLostError)
+    assert len(await store.get_history("a")) == a_length + 2
+    item = await claim_one(store, "b")
+    assert [type(m) for m in item.messages] == [type(raised("go")), TaskCompleted]
+
+
+# -- through a worker ------------------------------------------------------------------
+
+
+async def step(ctx: task.ActivityContext, x: int) -> int:
+    return x + 1
+
+
+def chain(ctx: task.OrchestrationContext, n: int):  # type: ignore[no-untyped-def]
+    x = 0
+    for _ in range(n):
+        x = yield ctx.call_activity(step, input=x)
+    return x
+
+
+class Counting(SqliteStore):
+    """Counts how activity results reach the store."""
+
+    completed = 0
+    direct = 0
+
+    async def complete_activities(self, results):  # type: ignore[no-untyped-def]
+        self.completed += len(results)
+        await super().complete_activities(results)
+
+    async def commit_orchestrations(self, commits, take=None):  # type: ignore[no-untyped-def]
+        self.direct += sum(len(c.results) for c in commits)
+        return await super().commit_orchestrations(commits, take)
+
+
+async def test_a_worker_records_a_chain_with_its_decisions_and_the_history_is_the_same(
+    tmp_path: Path,
+) -> None:
+    histories = []
+    for store in (Counting(tmp_path / "direct.db"), durable.MemoryStore()):
+        async with store, durable.Worker(store, orchestrators=[chain], activities=[step]):
+            client = durable.Client(store)
+            iid = await client.schedule_new_orchestration(chain, input=20)
+            state = await client.wait_for_orchestration_completion(iid, timeout=30)
+            assert state is not None and state.get_output() == 20
+            histories.append([type(e).__name__ for e in await store.get_history(iid)])
+        if isinstance(store, Counting):
+            assert (store.direct, store.completed) == (20, 0)
+    assert histories[0] == histories[1]
+    assert histories[0].count(TaskScheduled.__name__) == 20
+    assert histories[0].count(OrchestratorStarted.__name__) == 21
