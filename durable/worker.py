@@ -350,7 +350,9 @@ class Worker:
         take = None
         running = self._stopping is not None and not self._stopping.is_set()
         if running and any(c.activities for c in commits):
-            free = self._free_slots()
+            # (a finished activity keeps its slot until its result is recorded: results
+            # recorded here hand theirs on to the activities that follow them)
+            free = self._free_slots() + sum(len(c.results) for c in commits)
             if free > 0:
                 take = ActivityTake(owner=self.id, limit=free, lease_seconds=self._lease)
                 self._reserved += free
@@ -558,7 +560,11 @@ class Worker:
             self._start_activities(items)
 
     def _free_slots(self) -> int:
-        return self._max_activities - len(self._running) - self._reserved
+        # An activity holds its slot until its result is recorded: the next activity of
+        # an orchestration under way gets it before new work does (and a store that
+        # cannot take results holds new activities back).
+        busy = len(self._running) + len(self._results) + len(self._recording)
+        return self._max_activities - busy - self._reserved
 
     def _start_activities(self, items: Sequence[ActivityWorkItem]) -> None:
         for item in items:
@@ -611,6 +617,7 @@ class Worker:
         finally:
             if admitted is not None:
                 await self._release(item, admitted, result)
+        self._running.pop(item.id, None)  # (its slot is the result's until it is recorded)
         self._results.append(ActivityResult(item=item, event=event))
         assert self._results_ready is not None
         self._results_ready.set()
@@ -677,6 +684,8 @@ class Worker:
                 delay = min(delay * 2, max(self._poll, 0.05) * 4)
             finally:
                 self._recording = []
+                if self._slot_free is not None:
+                    self._slot_free.set()
 
     async def _record(self, batch: list[ActivityResult]) -> None:
         """Record results together; when the store is full, one by one (some may fit).
