@@ -8,6 +8,8 @@ been recorded with `complete_activities`, and nothing else changes.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -228,3 +230,32 @@ async def test_a_worker_records_a_chain_with_its_decisions_and_the_history_is_th
     assert histories[0] == histories[1]
     assert histories[0].count(TaskScheduled.__name__) == 20
     assert histories[0].count(OrchestratorStarted.__name__) == 21
+
+
+async def slow(ctx: task.ActivityContext, x: int) -> int:
+    await asyncio.sleep(0.3)
+    return x
+
+
+def result_then_event(ctx: task.OrchestrationContext, _: None):  # type: ignore[no-untyped-def]
+    got = yield ctx.call_activity(slow, input=1)
+    event = yield ctx.wait_for_external_event("go")
+    return [got, event]
+
+
+async def test_an_event_that_comes_during_an_activity_is_not_lost_nor_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Counting(tmp_path / "direct.db")
+    async with (
+        store,
+        durable.Worker(store, orchestrators=[result_then_event], activities=[slow]),
+    ):
+        client = durable.Client(store)
+        iid = await client.schedule_new_orchestration(result_then_event)
+        await asyncio.sleep(0.1)  # the activity runs
+        await client.raise_orchestration_event(iid, "go", data=2)
+        state = await client.wait_for_orchestration_completion(iid, timeout=30)
+    assert state is not None and state.get_output() == [1, 2]
+    assert store.direct == 1 and store.completed == 0  # tried, and queued in that commit
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
