@@ -14,6 +14,7 @@ from durable.core.errors import (
     HistoryTooLargeError,
     InvalidTaskError,
     LeaseLostError,
+    LockingRulesViolationError,
     NonDeterminismError,
     NotRegisteredError,
     OrchestrationAlreadyExistsError,
@@ -35,6 +36,7 @@ from durable.core.history import History
 from durable.core.state import OrchestrationState, OrchestrationStatus
 from durable.core.tasks import RetryPolicy, Task, when_all, when_any
 from durable.entities import (
+    CriticalSection,
     DurableEntity,
     EntityContext,
     EntityInstanceId,
@@ -54,6 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     # programming model
     "task",
+    "CriticalSection",
     "DurableEntity",
     "EntityContext",
     "EntityInstanceId",
@@ -94,6 +97,7 @@ __all__ = [
     "InvalidTaskError",
     "NotRegisteredError",
     "HistoryTooLargeError",
+    "LockingRulesViolationError",
     "PayloadError",
     "PayloadEncodeError",
     "PayloadDecodeError",

@@ -13,17 +13,25 @@ import logging
 import uuid
 from datetime import datetime
 
-from durable._records import entity_instance, entity_reply, entity_request
+import msgspec
+
+from durable._records import entity_instance, entity_reply, entity_request, lock_request
 from durable.core.entity import (
     EntityInstanceId,
-    EntityRecord,
     Operation,
+    admit,
     read_record,
     run_operations,
     write_record,
 )
 from durable.core.errors import NotRegisteredError
-from durable.core.events import EntityRequest, ExecutionStarted, FailureDetails, HistoryEvent
+from durable.core.events import (
+    EntityLockGranted,
+    EntityRequest,
+    ExecutionStarted,
+    FailureDetails,
+    HistoryEvent,
+)
 from durable.core.functions import Registry
 from durable.core.payload import PayloadCodec
 from durable.core.state import OrchestrationStatus
@@ -47,13 +55,32 @@ def decide_entity(
     """The commit for one batch of `item`'s requests, from the record `stored`."""
     iid = item.instance_id
     eid = EntityInstanceId.parse(iid)
-    requests = [m for m in item.messages if isinstance(m, EntityRequest)]
     events: tuple[HistoryEvent, ...] = ()
     if item.history_length == 0:  # its first batch records its start
         events = tuple(m for m in item.messages if isinstance(m, ExecutionStarted))[:1]
-    record = read_record(stored)
+    # What runs now: a locked entity runs its holder's requests; the others wait in the
+    # record. Lock requests it grants go on to the next entity, or to the orchestration.
+    arrived = [m for m in item.messages if isinstance(m, EntityRequest)]
+    acted, record = admit(read_record(stored), arrived)
     messages: list[Message] = []
     children: list[NewInstance] = []
+    for lock in (r for r in acted if r.lock_action == "lock"):
+        assert lock.holder is not None and lock.caller is not None
+        if lock.lock_next:
+            target, forward = lock_request(lock.lock_next, lock.holder, lock.caller, now)
+            children.append(target)
+            messages.append(forward)
+        else:
+            caller = lock.caller
+            granted = EntityLockGranted(timestamp=now, task_id=caller.task_id)
+            messages.append(
+                Message(
+                    instance_id=caller.instance_id,
+                    event=granted,
+                    execution_id=caller.execution_id,
+                )
+            )
+    requests = [r for r in acted if r.lock_action is None]
     try:
         entity = registry.entity(eid.entity)
     except NotRegisteredError as e:
@@ -70,7 +97,7 @@ def decide_entity(
             for n, r in enumerate(requests)
         ]
         outcome = run_operations(entity, eid, record.state, operations, codec, _new_id)
-        record = EntityRecord(state=outcome.state)
+        record = msgspec.structs.replace(record, state=outcome.state)
         for request, result in zip(requests, outcome.results, strict=True):
             reply = entity_reply(request, iid, result.result, result.failure, now)
             if reply is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import assert_never
 
@@ -11,10 +12,12 @@ from durable.core.commands import (
     CompleteOrchestration,
     ContinueAsNew,
     CreateTimer,
+    LockEntities,
     ScheduleActivity,
     SendEvent,
     SignalEntity,
     StartChildOrchestration,
+    UnlockEntities,
 )
 from durable.core.decision import Decision
 from durable.core.engine import Execution
@@ -130,34 +133,74 @@ def entity_request(
     *,
     caller: ParentInstance | None = None,
     signal_time: datetime | None = None,
+    holder: str | None = None,
 ) -> Message:
-    """An operation for `entity` (`@name@key`): a call when it has a `caller`."""
+    """An operation for `entity` (`@name@key`): a call when it has a `caller`; from the
+    critical section `holder`, if given."""
     request = EntityRequest(
         timestamp=now,
         request_id=uuid.uuid4().hex,
         operation=operation,
         input=input,
         caller=caller,
+        holder=holder,
     )
     return Message(instance_id=entity, event=request, visible_at=signal_time)
 
 
-def entity_command(
-    item: OrchestrationWorkItem, command: CallEntity | SignalEntity, now: datetime
+def lock_request(
+    entities: Sequence[str], holder: str, caller: ParentInstance, now: datetime
 ) -> tuple[NewInstance, Message]:
-    """What an orchestration's call or signal of an entity becomes in the store."""
-    if isinstance(command, CallEntity):
-        caller = ParentInstance(
-            instance_id=item.instance_id, execution_id=item.execution_id, task_id=command.task_id
-        )
-        message = entity_request(
-            command.entity, command.operation, command.input, now, caller=caller
-        )
-    else:
-        message = entity_request(
-            command.entity, command.operation, command.input, now, signal_time=command.signal_time
-        )
-    return entity_instance(command.entity, now), message
+    """The request that locks the first of `entities` for `holder`, then the others."""
+    request = EntityRequest(
+        timestamp=now,
+        request_id=uuid.uuid4().hex,
+        operation="",
+        caller=caller,
+        lock_action="lock",
+        holder=holder,
+        lock_next=tuple(entities[1:]),
+    )
+    return entity_instance(entities[0], now), Message(instance_id=entities[0], event=request)
+
+
+def entity_command(
+    item: OrchestrationWorkItem,
+    command: CallEntity | SignalEntity | LockEntities | UnlockEntities,
+    now: datetime,
+) -> list[tuple[NewInstance, Message]]:
+    """What an orchestration's call, signal, lock or unlock of entities becomes in the
+    store: each entity it goes to (created if new), and the message."""
+    caller = ParentInstance(
+        instance_id=item.instance_id, execution_id=item.execution_id, task_id=command.task_id
+    )
+    match command:
+        case CallEntity(entity=e, operation=o, input=x, holder=h):
+            return [
+                (entity_instance(e, now), entity_request(e, o, x, now, caller=caller, holder=h))
+            ]
+        case SignalEntity(entity=e, operation=o, input=x, signal_time=w, holder=h):
+            message = entity_request(e, o, x, now, signal_time=w, holder=h)
+            return [(entity_instance(e, now), message)]
+        case LockEntities(entities=es, holder=h):
+            return [lock_request(es, h, caller, now)]
+        case UnlockEntities(entities=es, holder=h):
+            unlock = [
+                EntityRequest(
+                    timestamp=now,
+                    request_id=uuid.uuid4().hex,
+                    operation="",
+                    lock_action="unlock",
+                    holder=h,
+                )
+                for _ in es
+            ]
+            return [
+                (entity_instance(e, now), Message(instance_id=e, event=u))
+                for e, u in zip(es, unlock, strict=True)
+            ]
+        case _:
+            assert_never(command)
 
 
 def entity_reply(
@@ -209,10 +252,10 @@ def commit_for(
             case SendEvent(instance_id=target, name=n, input=x):
                 raised = EventRaised(timestamp=now, name=n, input=x)
                 messages.append(Message(instance_id=target, event=raised))
-            case CallEntity() | SignalEntity():
-                entity, request = entity_command(item, command, now)
-                children.append(entity)
-                messages.append(request)
+            case CallEntity() | SignalEntity() | LockEntities() | UnlockEntities():
+                for entity, request in entity_command(item, command, now):
+                    children.append(entity)
+                    messages.append(request)
             case StartChildOrchestration():
                 children.append(child_instance(item, command, now))
             case CompleteOrchestration(status=status, result=result, failure=failure):
@@ -232,6 +275,8 @@ def commit_for(
                     parent=parent,
                 )
                 carried = [Message(instance_id=iid, event=e) for e in events]
+            case _:
+                assert_never(command)
     for rerun in decision.reruns:  # after a rewind, or in a fork: start awaited work again
         match rerun:
             case ScheduleActivity():

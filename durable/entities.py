@@ -5,17 +5,21 @@ at a time. `from durabletask.entities import ...` becomes `from durable.entities
 from __future__ import annotations
 
 from durable.core.entity import (
+    CriticalSection,
     DurableEntity,
     EntityContext,
     EntityInstanceId,
     EntityMetadata,
     EntityOperationFailedException,
 )
+from durable.core.errors import LockingRulesViolationError
 
 __all__ = [
+    "CriticalSection",
     "DurableEntity",
     "EntityContext",
     "EntityInstanceId",
     "EntityMetadata",
     "EntityOperationFailedException",
+    "LockingRulesViolationError",
 ]

@@ -18,8 +18,8 @@ EXPECTED = {
     "TaskFailedError", "TaskCancelledError", "InvalidTaskError", "NotRegisteredError",
     "HistoryTooLargeError", "PayloadError", "PayloadEncodeError", "PayloadDecodeError",
     "PayloadTooLargeError", "StoreError", "LeaseLostError", "StoreFullError", "StoreBusyError",
-    "CorruptHistoryError",
-    "DurableEntity", "EntityContext", "EntityInstanceId", "EntityMetadata",
+    "CorruptHistoryError", "LockingRulesViolationError",
+    "CriticalSection", "DurableEntity", "EntityContext", "EntityInstanceId", "EntityMetadata",
     "EntityOperationFailedException",
     "__version__",
 }  # fmt: skip

@@ -9,8 +9,10 @@ import msgspec
 
 from durable.core.events import (
     ChildOrchestrationCreated,
+    EntityLockRequested,
     EntityOperationCalled,
     EntityOperationSignaled,
+    EntityUnlockSent,
     EventRaised,
     EventSent,
     FailureDetails,
@@ -55,6 +57,7 @@ class CallEntity(_Command, tag=True, frozen=True):
     entity: str
     operation: str
     input: str | None = None
+    holder: str | None = None  # called from inside this critical section
 
 
 class SignalEntity(_Command, tag=True, frozen=True):
@@ -63,6 +66,23 @@ class SignalEntity(_Command, tag=True, frozen=True):
     operation: str
     input: str | None = None
     signal_time: datetime | None = None
+    holder: str | None = None  # sent from inside this critical section
+
+
+class LockEntities(_Command, tag=True, frozen=True):
+    """Lock `entities` (sorted) for the critical section `holder`."""
+
+    task_id: int
+    entities: tuple[str, ...]
+    holder: str
+
+
+class UnlockEntities(_Command, tag=True, frozen=True):
+    """Release the locks of `entities` that `holder` holds or asked for."""
+
+    task_id: int
+    entities: tuple[str, ...]
+    holder: str
 
 
 class CompleteOrchestration(_Command, tag=True, frozen=True):
@@ -77,7 +97,14 @@ class ContinueAsNew(_Command, tag=True, frozen=True):
 
 
 TaskCommand = (
-    ScheduleActivity | CreateTimer | StartChildOrchestration | SendEvent | CallEntity | SignalEntity
+    ScheduleActivity
+    | CreateTimer
+    | StartChildOrchestration
+    | SendEvent
+    | CallEntity
+    | SignalEntity
+    | LockEntities
+    | UnlockEntities
 )
 """Commands that carry a sequence number and are recorded by one history event each."""
 
@@ -91,6 +118,8 @@ TaskCommandEvent = (
     | EventSent
     | EntityOperationCalled
     | EntityOperationSignaled
+    | EntityLockRequested
+    | EntityUnlockSent
 )
 """The history events that record task commands."""
 
@@ -101,6 +130,8 @@ TASK_COMMAND_EVENTS = (
     EventSent,
     EntityOperationCalled,
     EntityOperationSignaled,
+    EntityLockRequested,
+    EntityUnlockSent,
 )
 """The same, for isinstance."""
 
@@ -126,6 +157,10 @@ def command_event(command: TaskCommand, timestamp: datetime) -> TaskCommandEvent
             return EntityOperationSignaled(
                 timestamp=timestamp, task_id=i, entity=e, operation=o, input=x, signal_time=w
             )
+        case LockEntities(task_id=i, entities=es):
+            return EntityLockRequested(timestamp=timestamp, task_id=i, entities=es)
+        case UnlockEntities(task_id=i, entities=es):
+            return EntityUnlockSent(timestamp=timestamp, task_id=i, entities=es)
         case _:
             assert_never(command)
 
@@ -145,6 +180,10 @@ def describe_command(command: TaskCommand) -> str:
             return f"call_entity({e!r}, {o!r})"
         case SignalEntity(entity=e, operation=o):
             return f"signal_entity({e!r}, {o!r})"
+        case LockEntities(entities=es):
+            return f"lock_entities({list(es)!r})"
+        case UnlockEntities(entities=es):
+            return f"unlock of {list(es)!r}"
         case _:
             assert_never(command)
 
@@ -164,6 +203,10 @@ def describe_event(event: TaskCommandEvent) -> str:
             return f"call_entity({e!r}, {o!r})"
         case EntityOperationSignaled(entity=e, operation=o):
             return f"signal_entity({e!r}, {o!r})"
+        case EntityLockRequested(entities=es):
+            return f"lock_entities({list(es)!r})"
+        case EntityUnlockSent(entities=es):
+            return f"unlock of {list(es)!r}"
         case _:
             assert_never(event)
 
@@ -192,6 +235,10 @@ def same_call(command: TaskCommand, event: TaskCommandEvent) -> bool:
                 event.entity,
                 event.operation,
             ) == (e, o)
+        case LockEntities(entities=es):
+            return isinstance(event, EntityLockRequested) and event.entities == es
+        case UnlockEntities(entities=es):
+            return isinstance(event, EntityUnlockSent) and event.entities == es
         case _:
             assert_never(command)
 
@@ -209,5 +256,7 @@ def describe_arguments(event: TaskCommandEvent) -> str:
             return f"input={x}"
         case EntityOperationSignaled(input=x, signal_time=w):
             return f"input={x}, signal_time={w.isoformat() if w else None}"
+        case EntityLockRequested(entities=es) | EntityUnlockSent(entities=es):
+            return f"entities={list(es)}"
         case _:
             assert_never(event)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import random as _random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
@@ -16,7 +16,8 @@ from durable.core.commands import (
     SignalEntity,
     StartChildOrchestration,
 )
-from durable.core.entity import EntityInstanceId, entity_target
+from durable.core.entity import EntityInstanceId, entity_target, lock_targets
+from durable.core.errors import LockingRulesViolationError
 from durable.core.events import as_utc
 from durable.core.functions import declared_output_type, get_name
 from durable.core.tasks import (
@@ -168,7 +169,8 @@ class OrchestrationContext:
     @property
     def parent_instance_id(self) -> str | None:
         """The parent's id for a child orchestration, else None."""
-        return self._x.parent_instance_id
+        parent = self._x.parent
+        return parent.instance_id if parent else None
 
     @property
     def current_utc_datetime(self) -> datetime:
@@ -310,11 +312,20 @@ class OrchestrationContext:
             name the entity and the operation; `details.inner` is the entity's error).
         """
         target = entity_target(entity, operation)
+        holder = self._holder(target)
+        if holder is None and self._x.locks is not None and self._x.locks.granted:
+            raise LockingRulesViolationError(
+                f"call_entity({target!r}, {operation!r}) inside a critical section that did "
+                f"not lock it (it locked {', '.join(self._x.locks.entities)}): lock every "
+                "entity the section calls"
+            )
         encoded = self._x.codec.encode(input, f"input of operation {operation!r} on {target}")
         result_type = Any if return_type is None else return_type
 
         def command(task_id: int, attempt: int) -> CallEntity:
-            return CallEntity(task_id=task_id, entity=target, operation=operation, input=encoded)
+            return CallEntity(
+                task_id=task_id, entity=target, operation=operation, input=encoded, holder=holder
+            )
 
         return self._x.schedule(command, result_type, f"entity operation {operation!r}", None)
 
@@ -330,6 +341,7 @@ class OrchestrationContext:
         what = f"input of operation {operation_name!r} on {target}"
         encoded = self._x.codec.encode(input, what)
         when = None if signal_time is None else as_utc(signal_time)
+        holder = self._holder(target)
         self._x.add_command(
             lambda task_id: SignalEntity(
                 task_id=task_id,
@@ -337,8 +349,43 @@ class OrchestrationContext:
                 operation=operation_name,
                 input=encoded,
                 signal_time=when,
+                holder=holder,
             )
         )
+
+    def lock_entities(self, entities: Sequence[EntityInstanceId]) -> CompletableTask[Any]:
+        """Lock entities for a critical section: `with (yield ctx.lock_entities([...])):`.
+
+        The locks are taken one entity after another in one global order (the sorted
+        ids), so two sections that lock overlapping sets never wait on each other in a
+        circle. While the section holds them, the locked entities run only its
+        operations; the others' wait. Leaving the `with` block releases them all, as
+        does the orchestration's end (completion, failure, termination, continue-as-new).
+        Inside the section the orchestration may call only the entities it locked, and
+        may not lock again.
+
+        Returns:
+            A task completed, once every lock is held, with the critical section (a
+            context manager).
+
+        Raises:
+            LockingRulesViolationError: locks are held or asked for already.
+        """
+        targets = lock_targets(entities)
+        held = self._x.locks
+        if held is not None:
+            raise LockingRulesViolationError(
+                "lock_entities was called while this orchestration holds or asks for entity "
+                f"locks ({', '.join(held.entities)}): critical sections do not nest"
+            )
+        return self._x.lock(targets)
+
+    def _holder(self, target: str) -> str | None:
+        """The critical section an operation on `target` belongs to (it locked target)."""
+        locks = self._x.locks
+        if locks is not None and locks.granted and target in locks.entities:
+            return locks.holder
+        return None
 
     def continue_as_new(self, new_input: Any, *, save_events: bool = False) -> None:
         """Restart this instance with `new_input` and an empty history.

@@ -13,13 +13,13 @@ import msgspec
 from durable.core.commands import (
     TASK_COMMAND_EVENTS,
     Command,
-    CompleteOrchestration,
-    ContinueAsNew,
     CreateTimer,
+    LockEntities,
     ScheduleActivity,
     StartChildOrchestration,
     TaskCommand,
     TaskCommandEvent,
+    UnlockEntities,
     command_event,
     describe_arguments,
     describe_command,
@@ -28,23 +28,25 @@ from durable.core.commands import (
 )
 from durable.core.context import OrchestrationContext
 from durable.core.decision import Decision, EngineOptions, Rerun
+from durable.core.entity import CriticalSection
 from durable.core.errors import (
     HistoryTooLargeError,
     InvalidTaskError,
     NonDeterminismError,
     PayloadError,
-    TaskCancelledError,
-    TaskFailedError,
 )
 from durable.core.events import (
     ChildOrchestrationCompleted,
     ChildOrchestrationCreated,
     ChildOrchestrationFailed,
     ContinuedAsNew,
+    EntityLockGranted,
+    EntityLockRequested,
     EntityOperationCalled,
     EntityOperationCompleted,
     EntityOperationFailed,
     EntityOperationSignaled,
+    EntityUnlockSent,
     EventRaised,
     EventSent,
     ExecutionCompleted,
@@ -76,9 +78,12 @@ from durable.core.tasks import (
     RetryPolicy,
     Task,
     TimerTask,
+    fresh,
     invalid_yield,
+    sender,
+    thrower,
 )
-from durable.core.waiting import Finish, Retry, Waiting
+from durable.core.waiting import Finish, HeldLocks, Retry, Waiting
 
 _MAX_BAD_YIELDS = 100  # an orchestrator that swallows InvalidTaskError forever is failed
 _EVENT_OVERHEAD = 64  # rough bytes per event beyond its payloads, for the size estimate
@@ -148,6 +153,8 @@ class Execution:
         self._tracking = False  # note which failure events end the execution
         self._raised_at: dict[int, tuple[BaseException, tuple[int, ...]]] = {}
         self._fatal: set[int] = set()
+        self.locks: HeldLocks | None = None
+        """The entity locks of the critical section asked for or entered, if any."""
 
     @property
     def is_finished(self) -> bool:
@@ -158,11 +165,6 @@ class Execution:
     def _accepting(self) -> bool:
         # After the end, or after continue_as_new() was called, new work is not started.
         return self._finish is None and self._continue_as_new is None
-
-    @property
-    def parent_instance_id(self) -> str | None:
-        """The parent's id, for a child orchestration."""
-        return self.parent.instance_id if self.parent else None
 
     def awaited_events(self) -> list[str]:
         """Names (lower-cased) of the external events the orchestrator waits for now."""
@@ -275,7 +277,10 @@ class Execution:
             self.history_length + len(events) - len(applied) + len(self._pending) + 1
             > self.options.max_history_events
         ):
-            self._pending.clear()
+            # (a release already asked for still goes out)
+            self._pending = {
+                k: c for k, c in self._pending.items() if isinstance(c, UnlockEntities)
+            }
             self._fail(
                 HistoryTooLargeError(
                     f"the history would exceed {self.options.max_history_events:,} events; "
@@ -283,32 +288,19 @@ class Execution:
                 )
             )
         finish = self._finish
-        if not (finish is not None and finish.status == "TERMINATED"):
-            commands.extend(self._pending.values())
-            events.extend(command_event(c, self.now) for c in self._pending.values())
+        started = list(self._pending.values())
+        if finish is not None and finish.status == "TERMINATED":  # only locks are released
+            started = [c for c in started if isinstance(c, UnlockEntities)]
+        commands.extend(started)
+        events.extend(command_event(c, self.now) for c in started)
         self._pending.clear()
         self._new_patches.clear()
         status = OrchestrationStatus.SUSPENDED if self._suspended else OrchestrationStatus.RUNNING
         output = failure = None
         if finish is not None:
-            end_command: Command
-            end_event: HistoryEvent
-            if finish.status is None:
-                carried = tuple(finish.carried)
-                end_command = ContinueAsNew(input=finish.new_input, carried_events=carried)
-                end_event = ContinuedAsNew(
-                    timestamp=self.now, input=finish.new_input, carried_events=carried
-                )
-                status = OrchestrationStatus.CONTINUED_AS_NEW
-            else:
+            end_command, end_event, status = finish.end(self.now)
+            if finish.status is not None:
                 output, failure = finish.output, finish.failure
-                end_command = CompleteOrchestration(
-                    status=finish.status, result=output, failure=failure
-                )
-                end_event = ExecutionCompleted(
-                    timestamp=self.now, status=finish.status, result=output, failure=failure
-                )
-                status = OrchestrationStatus(finish.status)
             # A step after the end (a late message) must not record or command the end again.
             if not self._finish_recorded:
                 self._finish_recorded = True
@@ -355,6 +347,8 @@ class Execution:
             | EventSent
             | EntityOperationCalled
             | EntityOperationSignaled
+            | EntityLockRequested
+            | EntityUnlockSent
             | ExecutionCompleted  # a recorded end (the history cap) is checked, never held
             | ContinuedAsNew,
         ):
@@ -372,6 +366,8 @@ class Execution:
                 | EventSent()
                 | EntityOperationCalled()
                 | EntityOperationSignaled()
+                | EntityLockRequested()
+                | EntityUnlockSent()
             ):
                 self._match_recorded(event)
             case (
@@ -388,6 +384,8 @@ class Execution:
                 self._failed(i, f)
             case TimerFired(task_id=i):
                 self._timer_fired(i)
+            case EntityLockGranted(task_id=i):
+                self._granted(i)
             case EventRaised():
                 self._deliver(event)
             case ExecutionSuspended():
@@ -604,12 +602,12 @@ class Execution:
             error = task._exception
             if error is None:
                 value = task._result
-                self._advance(_sender(gen, value))
+                self._advance(sender(gen, value))
             else:
-                fresh = _fresh(error)
+                thrown = fresh(error)
                 if self._tracking:
-                    self._raised_at[id(fresh)] = (fresh, tuple(self._failures_in(task)))
-                self._advance(_thrower(gen, fresh))
+                    self._raised_at[id(thrown)] = (thrown, tuple(self._failures_in(task)))
+                self._advance(thrower(gen, thrown))
 
     def _advance(self, resume: Callable[[], Any]) -> None:
         gen = self._gen
@@ -631,7 +629,7 @@ class Execution:
             if isinstance(yielded, Task):
                 self._awaiting = yielded
                 return
-            resume = _thrower(gen, invalid_yield(self.name, yielded))
+            resume = thrower(gen, invalid_yield(self.name, yielded))
         self._fail(InvalidTaskError(f"orchestrator {self.name!r} keeps yielding non-tasks"))
 
     def _failures_in(self, task: Task[Any]) -> set[int]:
@@ -682,6 +680,33 @@ class Execution:
             # A finally block that raises cannot change the outcome any more.
             with contextlib.suppress(Exception):
                 gen.close()
+        self.unlock()  # an end releases the locks held or asked for (a `with` block may have)
+
+    # -- critical sections ---------------------------------------------------------------
+
+    def lock(self, entities: tuple[str, ...]) -> CompletableTask[Any]:
+        """Ask for the locks of `entities` (sorted); the task completes with the section."""
+        task: CompletableTask[Any] = CompletableTask()
+        if self._accepting:
+            holder = f"{self.instance_id}/{self.execution_id}/{self._next_id}"
+            task_id = self._add(lambda i: LockEntities(task_id=i, entities=entities, holder=holder))
+            self._open[task_id] = Waiting(task, what="lock", command=self._pending[task_id])
+            self.locks = HeldLocks(holder=holder, entities=entities, task_id=task_id)
+        return task
+
+    def _granted(self, task_id: int) -> None:
+        waiting, locks = self._open.pop(task_id, None), self.locks
+        if waiting is None or locks is None or locks.task_id != task_id:
+            return  # (a grant for locks already released)
+        locks.granted = True
+        waiting.task.complete(CriticalSection(self.unlock))
+
+    def unlock(self) -> None:
+        """Release the locks held or asked for, if any (once)."""
+        locks, self.locks = self.locks, None
+        if locks is not None:
+            entities, holder = locks.entities, locks.holder
+            self._add(lambda i: UnlockEntities(task_id=i, entities=entities, holder=holder))
 
     # -- called by the context -----------------------------------------------------------
 
@@ -754,23 +779,6 @@ class Execution:
                 self._new_patches.append(patch_id)
             self._patches[patch_id] = decided
         return decided
-
-
-def _sender(gen: Generator[Any, Any, Any], value: object) -> Callable[[], Any]:
-    return lambda: gen.send(value)
-
-
-def _thrower(gen: Generator[Any, Any, Any], error: BaseException) -> Callable[[], Any]:
-    return lambda: gen.throw(error)
-
-
-def _fresh(error: BaseException) -> BaseException:
-    # Each throw gets its own exception object so tracebacks never accumulate across throws.
-    if isinstance(error, TaskFailedError):
-        return TaskFailedError(str(error), error.details)
-    if isinstance(error, TaskCancelledError):
-        return TaskCancelledError(str(error))
-    return error
 
 
 def replay(

@@ -13,13 +13,14 @@ Everything here is pure: no I/O, no clock (times are passed in), no randomness.
 from __future__ import annotations
 
 import inspect
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, cast, overload
 
 import msgspec
 
-from durable.core.events import FailureDetails, as_utc
+from durable.core.events import EntityRequest, FailureDetails, as_utc
 from durable.core.payload import PayloadCodec
 
 T = TypeVar("T")
@@ -97,6 +98,38 @@ def entity_target(entity: object, operation: object) -> str:
     if not isinstance(operation, str) or not operation:
         raise ValueError("an operation name must be a non-empty string")
     return str(entity)
+
+
+def lock_targets(entities: object) -> tuple[str, ...]:
+    """The instance ids of the entities to lock: checked, without repeats, sorted (the one
+    order in which every critical section takes its locks, so that none waits on another
+    in a circle)."""
+    if isinstance(entities, EntityInstanceId | str | bytes) or not isinstance(
+        entities, Sequence | set | frozenset
+    ):
+        raise TypeError(f"lock_entities takes a list of EntityInstanceId, not {entities!r}")
+    targets = {entity_target(e, "lock") for e in entities}
+    if not targets:
+        raise ValueError("lock_entities needs at least one entity")
+    return tuple(sorted(targets))
+
+
+class CriticalSection:
+    """The locks of a critical section, entered: `with (yield ctx.lock_entities(...)):`.
+
+    Leaving the `with` block (at its end, by an exception, or when the orchestration
+    ends) releases every lock. Inside it, the orchestration may call only the entities
+    it locked; their operations run for it alone until the release.
+    """
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release = release
+
+    def __enter__(self) -> CriticalSection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
 
 
 def is_entity_id(instance_id: str) -> bool:
@@ -356,6 +389,57 @@ class EntityRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
     state: str | None = None
     """The state's JSON text; None: the entity has none."""
+    locked_by: str | None = None
+    """The critical section holding the entity's lock."""
+    waiting: tuple[EntityRequest, ...] = ()
+    """Requests that came while others held the lock, in arrival order."""
+    released: tuple[str, ...] = ()
+    """Critical sections released before their lock request came here (it is skipped)."""
+
+
+_RELEASED_KEPT = 64
+
+
+def admit(
+    record: EntityRecord, requests: Sequence[EntityRequest]
+) -> tuple[list[EntityRequest], EntityRecord]:
+    """Which requests the entity acts on now, in order (operations, and the lock requests
+    it grants), and its record after them: who holds the lock, and what waits for it.
+
+    The requests that waited come first, then `requests`, in arrival order. A locked
+    entity acts only on its holder's requests; the others wait until the holder's
+    unlock, and then come first again.
+    """
+    locked, released = record.locked_by, list(record.released)
+    queue = deque([*record.waiting, *requests])
+    waiting: list[EntityRequest] = []
+    acted: list[EntityRequest] = []
+    while queue:
+        request = queue.popleft()
+        if request.lock_action == "unlock":
+            if request.holder == locked:
+                locked = None
+                queue.extendleft(reversed(waiting))
+                waiting = []
+            elif request.holder is not None and request.holder not in released:
+                released.append(request.holder)  # its lock comes later, or waits here
+            continue
+        if locked is not None and request.holder != locked:
+            waiting.append(request)
+            continue
+        if request.lock_action == "lock":
+            if request.holder in released:
+                released.remove(request.holder)  # (a section that ended before it came)
+                continue
+            locked = request.holder
+        acted.append(request)
+    after = EntityRecord(
+        state=record.state,
+        locked_by=locked,
+        waiting=tuple(waiting),
+        released=tuple(released[-_RELEASED_KEPT:]),
+    )
+    return acted, after
 
 
 _RECORD_DECODER = msgspec.json.Decoder(EntityRecord)

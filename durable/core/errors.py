@@ -64,6 +64,11 @@ class NotRegisteredError(DurableError, LookupError):
     """No orchestrator or activity with this name is registered on the worker."""
 
 
+class LockingRulesViolationError(DurableError):
+    """A critical section's rule was broken: a second `lock_entities` while locks are held
+    or asked for, or a call to an entity the critical section did not lock."""
+
+
 class HistoryTooLargeError(DurableError):
     """The history reached its configured cap; the orchestration should continue as new."""
 

@@ -188,15 +188,46 @@ class EntityOperationFailed(_Event, tag=True, frozen=True):
     failure: FailureDetails
 
 
+class EntityLockRequested(_Event, tag=True, frozen=True):
+    """An orchestration asked for the locks of `entities` (`@name@key`, sorted: the one
+    order every lock is taken in)."""
+
+    task_id: int
+    entities: tuple[str, ...]
+
+
+class EntityLockGranted(_Event, tag=True, frozen=True):
+    """Every entity of a lock request is locked for the orchestration that asked."""
+
+    task_id: int
+
+
+class EntityUnlockSent(_Event, tag=True, frozen=True):
+    """An orchestration released the locks of `entities` (held, or still asked for)."""
+
+    task_id: int
+    entities: tuple[str, ...]
+
+
 class EntityRequest(_Event, tag=True, frozen=True):
     """An operation for an entity, from a client, an orchestration or an entity: its
     message, never part of an orchestration's history. `caller` waits for the result;
-    without one it is a signal."""
+    without one it is a signal.
+
+    A lock request (`lock_action="lock"`) locks the entity for the critical section `holder`,
+    then goes on to the next of `lock_next`, or, from the last, tells `caller` that it
+    holds them all. While an entity is locked it runs only the requests of its holder
+    (the operations an orchestration sends from inside its critical section carry it);
+    the others wait, in order, until the holder's unlock request (`lock_action="unlock"`).
+    """
 
     request_id: str
     operation: str
     input: str | None = None
     caller: ParentInstance | None = None
+    lock_action: Literal["lock", "unlock"] | None = None
+    holder: str | None = None
+    lock_next: tuple[str, ...] = ()
 
 
 class ExecutionSuspended(_Event, tag=True, frozen=True):
@@ -267,6 +298,9 @@ HistoryEvent = (
     | EntityOperationSignaled
     | EntityOperationCompleted
     | EntityOperationFailed
+    | EntityLockRequested
+    | EntityLockGranted
+    | EntityUnlockSent
     | ExecutionSuspended
     | ExecutionResumed
     | ExecutionTerminated
@@ -288,6 +322,7 @@ InboundEvent = (
     | EventRaised
     | EntityOperationCompleted
     | EntityOperationFailed
+    | EntityLockGranted
     | EntityRequest
     | ExecutionSuspended
     | ExecutionResumed

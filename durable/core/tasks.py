@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, cast
@@ -310,3 +310,23 @@ def invalid_yield(name: str, yielded: object) -> InvalidTaskError:
         "ctx.wait_for_external_event(...), ctx.call_sub_orchestrator(...), when_all(...) "
         "or when_any(...)"
     )
+
+
+# -- resuming a generator with a task's outcome ----------------------------------------
+
+
+def sender(gen: Generator[Any, Any, Any], value: object) -> Callable[[], Any]:
+    return lambda: gen.send(value)
+
+
+def thrower(gen: Generator[Any, Any, Any], error: BaseException) -> Callable[[], Any]:
+    return lambda: gen.throw(error)
+
+
+def fresh(error: BaseException) -> BaseException:
+    # Each throw gets its own exception object so tracebacks never accumulate across throws.
+    if isinstance(error, TaskFailedError):
+        return TaskFailedError(str(error), error.details)
+    if isinstance(error, TaskCancelledError):
+        return TaskCancelledError(str(error))
+    return error

@@ -7,8 +7,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from durable.core.commands import TaskCommand
-from durable.core.events import EventRaised, FailureDetails, TerminalStatus
+from durable.core.commands import Command, CompleteOrchestration, ContinueAsNew, TaskCommand
+from durable.core.events import (
+    ContinuedAsNew,
+    EventRaised,
+    ExecutionCompleted,
+    FailureDetails,
+    HistoryEvent,
+    TerminalStatus,
+)
+from durable.core.state import OrchestrationStatus
 from durable.core.tasks import CompletableTask, RetryPolicy
 
 
@@ -44,3 +52,29 @@ class Finish:
     new_input: str | None = None
     save_events: bool = False
     carried: list[EventRaised] = field(default_factory=list)
+
+    def end(self, now: datetime) -> tuple[Command, HistoryEvent, OrchestrationStatus]:
+        """The command, the history event and the status that record this end."""
+        if self.status is None:
+            carried = tuple(self.carried)
+            return (
+                ContinueAsNew(input=self.new_input, carried_events=carried),
+                ContinuedAsNew(timestamp=now, input=self.new_input, carried_events=carried),
+                OrchestrationStatus.CONTINUED_AS_NEW,
+            )
+        output, failure = self.output, self.failure
+        return (
+            CompleteOrchestration(status=self.status, result=output, failure=failure),
+            ExecutionCompleted(timestamp=now, status=self.status, result=output, failure=failure),
+            OrchestrationStatus(self.status),
+        )
+
+
+@dataclass(slots=True)
+class HeldLocks:
+    """The entity locks an execution asked for (`granted`: holds) in a critical section."""
+
+    holder: str
+    entities: tuple[str, ...]
+    task_id: int
+    granted: bool = False

@@ -24,10 +24,12 @@ from durable.core.commands import (
     CompleteOrchestration,
     ContinueAsNew,
     CreateTimer,
+    LockEntities,
     ScheduleActivity,
     SendEvent,
     SignalEntity,
     StartChildOrchestration,
+    UnlockEntities,
 )
 from durable.core.context import ActivityContext, ReplaySafeRandom
 from durable.core.decision import Decision, EngineOptions
@@ -36,6 +38,7 @@ from durable.core.errors import NonDeterminismError
 from durable.core.events import (
     ChildOrchestrationCompleted,
     ChildOrchestrationFailed,
+    EntityLockGranted,
     EntityOperationCompleted,
     EntityOperationFailed,
     EventRaised,
@@ -71,6 +74,7 @@ class _Outstanding:
     timers: dict[int, CreateTimer] = field(default_factory=dict)
     children: dict[int, StartChildOrchestration] = field(default_factory=dict)
     entity_calls: dict[int, CallEntity] = field(default_factory=dict)
+    locks: set[int] = field(default_factory=set)
 
     def add(self, decision: Decision) -> None:
         for command in decision.commands:
@@ -83,7 +87,15 @@ class _Outstanding:
                     self.children[i] = command
                 case CallEntity(task_id=i):
                     self.entity_calls[i] = command
-                case SendEvent() | SignalEntity() | CompleteOrchestration() | ContinueAsNew():
+                case LockEntities(task_id=i):
+                    self.locks.add(i)
+                case (
+                    SendEvent()
+                    | SignalEntity()
+                    | UnlockEntities()
+                    | CompleteOrchestration()
+                    | ContinueAsNew()
+                ):
                     pass
 
 
@@ -292,6 +304,7 @@ class Chance:
         choices: list[tuple[str, int]] = [("activity", i) for i in sorted(out.activities)]
         choices += [("child", i) for i in sorted(out.children)]
         choices += [("entity", i) for i in sorted(out.entity_calls)]
+        choices += [("lock", i) for i in sorted(out.locks)]
         choices += [("timer", i) for i, t in sorted(out.timers.items()) if t.fire_at == earliest]
         awaited = run.live.awaited_events()
         run.waited_for.update(awaited)
@@ -318,6 +331,9 @@ class Chance:
                 case "entity":
                     out.entity_calls.pop(key)
                     events.append(self.entity_outcome(data, run, key))
+                case "lock":
+                    out.locks.discard(key)
+                    events.append(EntityLockGranted(timestamp=run.now, task_id=key))
                 case "timer":
                     timer = out.timers.pop(key)
                     run.now = max(run.now, timer.fire_at)
@@ -412,6 +428,8 @@ def _describe(event: InboundEvent) -> str:
             return f"timer #{i} fires ({f - T0} after the start)"
         case EventRaised(name=n, input=x):
             return f"event {n!r} arrives with {x}"
+        case EntityLockGranted(task_id=i):
+            return f"locks #{i} granted"
         case _:
             return type(event).__name__
 
@@ -435,6 +453,10 @@ def _call_text(command: Command) -> str:
             return f"#{i} call_entity({e!r}, {o!r}, input={x})"
         case SignalEntity(entity=e, operation=o, input=x, task_id=i):
             return f"#{i} signal_entity({e!r}, {o!r}, input={x})"
+        case LockEntities(entities=es, task_id=i):
+            return f"#{i} lock_entities({list(es)!r})"
+        case UnlockEntities(entities=es, task_id=i):
+            return f"#{i} unlock of {list(es)!r}"
         case CompleteOrchestration(status=status, result=r):
             return f"end {status} with {r}"
         case ContinueAsNew(input=x):

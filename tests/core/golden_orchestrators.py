@@ -324,6 +324,16 @@ def entity_counter(ctx, key: str):
     return {"total": total}
 
 
+def entity_transfer(ctx, amount: int):
+    """A critical section over two entities (named out of order): a read, two writes."""
+    source, target = EntityInstanceId("account", "b"), EntityInstanceId("account", "a")
+    with (yield ctx.lock_entities([source, target])):
+        balance = yield ctx.call_entity(source, "balance")
+        yield ctx.call_entity(source, "deposit", -amount)
+        yield ctx.call_entity(target, "deposit", amount)
+    return balance
+
+
 # -- continue-as-new -----------------------------------------------------------------------
 
 
@@ -499,6 +509,7 @@ ALL = [
     evaluator_optimizer,
     agent_loop,
     entity_counter,
+    entity_transfer,
     fan_out_fan_in,
     tolerant_fan_out,
     approval_race,

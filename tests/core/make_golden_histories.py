@@ -30,6 +30,7 @@ from durable.core.events import (
     ChildOrchestrationCompleted,
     ChildOrchestrationFailed,
     ContinuedAsNew,
+    EntityLockGranted,
     EntityOperationCompleted,
     EntityOperationFailed,
     EventRaised,
@@ -915,6 +916,21 @@ def _(s: Script) -> None:
         inner=failure(ValueError, "no"),
     )
     s.feed(EntityOperationFailed(timestamp=_AT, task_id=2, failure=refused))
+
+
+@scenario(
+    "entity_critical_section",
+    "entity_transfer",
+    "COMPLETED",
+    "A critical section: locks asked for in the sorted order (EntityLockRequested),"
+    " granted (EntityLockGranted), calls inside, and the release (EntityUnlockSent).",
+)
+def _(s: Script) -> None:
+    s.start(5, instance="transfer-1")
+    s.feed(EntityLockGranted(timestamp=_AT, task_id=0))
+    s.feed(EntityOperationCompleted(timestamp=_AT, task_id=1, result=enc(100)))
+    s.feed(EntityOperationCompleted(timestamp=_AT, task_id=2, result=enc(95)))
+    s.feed(EntityOperationCompleted(timestamp=_AT, task_id=3, result=enc(105)))
 
 
 # -- suspend, resume, terminate ------------------------------------------------------------

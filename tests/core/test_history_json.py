@@ -106,6 +106,13 @@ EVENTS = {
     ev.EntityOperationFailed: event_of(
         ev.EntityOperationFailed, task_id=task_ids, failure=failures()
     ),
+    ev.EntityLockRequested: event_of(
+        ev.EntityLockRequested, task_id=task_ids, entities=st.lists(texts).map(tuple)
+    ),
+    ev.EntityLockGranted: event_of(ev.EntityLockGranted, task_id=task_ids),
+    ev.EntityUnlockSent: event_of(
+        ev.EntityUnlockSent, task_id=task_ids, entities=st.lists(texts).map(tuple)
+    ),
     ev.ExecutionSuspended: event_of(ev.ExecutionSuspended, reason=st.none() | texts),
     ev.ExecutionResumed: event_of(ev.ExecutionResumed, reason=st.none() | texts),
     ev.ExecutionRewound: event_of(
@@ -191,6 +198,7 @@ def _filled(kind: type) -> ev.HistoryEvent:
         "entity": "@counter@k",
         "operation": "add",
         "signal_time": t + timedelta(hours=1),
+        "entities": ("@account@a", "@account@b"),
     }
     fields = {f: values[f] for f in kind.__struct_fields__ if f != "timestamp"}
     return kind(timestamp=t, **fields)
