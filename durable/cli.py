@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from durable import _cli_entities
 from durable import demo as demo_module
 from durable.core.errors import DurableError
 from durable.testing.replayer import Replayer
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="module:name",
         help="orchestrator functions to register (or a list of them)",
     )
+    _cli_entities.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         try:
@@ -56,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "replay":
         return _replay(args.history, args.orchestrators)
+    if args.command == "entity":
+        return asyncio.run(_cli_entities.run(args))
     parser.error(f"unknown command {args.command!r}")
     return 2
 

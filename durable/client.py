@@ -214,15 +214,45 @@ class Client:
     ) -> EntityMetadata | None:
         """The entity's metadata (and state), or None if it was never sent an operation."""
         state = await self.store.get_state(str(entity_instance_id))
-        if state is None:
-            return None
-        record = read_record(state.serialized_output)
-        return EntityMetadata(
-            entity_instance_id,
-            state.last_updated_at,
-            includes_state=include_state,
-            state=record.state,
-        )
+        return None if state is None else _entity_metadata(state, include_state)
+
+    async def list_entities(
+        self,
+        name: str | None = None,
+        *,
+        key_prefix: str = "",
+        include_state: bool = True,
+        limit: int | None = None,
+        page_size: int = 100,
+    ) -> AsyncGenerator[EntityMetadata, None]:
+        """Entities, oldest first, fetched page by page: all of them, those of one entity
+        name (any case), or those of one name whose keys start with `key_prefix`.
+
+        Args:
+            name: the entity name.
+            key_prefix: with `name`, the start of the keys wanted.
+            include_state: read each entity's state too.
+            limit: stop after this many.
+            page_size: entities fetched per store query.
+        """
+        if key_prefix and name is None:
+            raise ValueError("key_prefix needs the entity name")
+        prefix = "@" if name is None else f"@{EntityInstanceId(name, 'k').entity}@{key_prefix}"
+        token: str | None = None
+        returned = 0
+        while True:
+            size = page_size if limit is None else min(page_size, limit - returned)
+            if size <= 0:
+                return
+            query = InstanceQuery(limit=size, after=token, entities=True, id_prefix=prefix)
+            page = await self.store.list_instances(query)
+            for state in page.instances:
+                yield _entity_metadata(state, include_state)
+                returned += 1
+            token = page.next_token
+            if token is None:
+                return
+            await asyncio.sleep(0)
 
     async def _send(self, instance_id: str, event: InboundEvent) -> None:
         await self.store.send(Message(instance_id=instance_id, event=event))
@@ -366,6 +396,7 @@ class Client:
                     created_to=created_to,
                     limit=size,
                     after=token,
+                    entities=False,
                 )
             )
             for state in page.instances:
@@ -562,20 +593,49 @@ class SyncClient:
         """See `Client.get_orchestration_history`."""
         return self._run(self._client.get_orchestration_history(instance_id))
 
+    def signal_entity(
+        self,
+        entity_instance_id: EntityInstanceId,
+        operation_name: str,
+        input: Any = None,  # noqa: A002 - durabletask's parameter name
+        signal_time: datetime | None = None,
+    ) -> None:
+        """See `Client.signal_entity`."""
+        signal = self._client.signal_entity(entity_instance_id, operation_name, input, signal_time)
+        self._run(signal)
+
+    def get_entity(
+        self, entity_instance_id: EntityInstanceId, include_state: bool = True
+    ) -> EntityMetadata | None:
+        """See `Client.get_entity`."""
+        return self._run(self._client.get_entity(entity_instance_id, include_state))
+
+    def list_entities(
+        self,
+        name: str | None = None,
+        *,
+        key_prefix: str = "",
+        include_state: bool = True,
+        limit: int | None = None,
+        page_size: int = 100,
+    ) -> Iterator[EntityMetadata]:
+        """See `Client.list_entities`; pages are fetched as the iteration goes."""
+        return self._iterate(
+            self._client.list_entities(
+                name,
+                key_prefix=key_prefix,
+                include_state=include_state,
+                limit=limit,
+                page_size=page_size,
+            )
+        )
+
     def read_stream(
         self, instance_id: str, name: str, *, data_type: Any = Any, after: int = -1
     ) -> Iterator[StreamChunk]:
         """See `Client.read_stream`."""
         chunks = self._client.read_stream(instance_id, name, data_type=data_type, after=after)
-        try:
-            while True:
-                try:
-                    yield self._run(_next(chunks))
-                except StopAsyncIteration:
-                    return
-        finally:
-            if not self._loop.is_closed():
-                self._run(chunks.aclose())
+        return self._iterate(chunks)
 
     def list_orchestrations(
         self,
@@ -596,16 +656,33 @@ class SyncClient:
             limit=limit,
             page_size=page_size,
         )
+        return self._iterate(pages)
+
+    def _iterate(self, items: AsyncGenerator[T, None]) -> Iterator[T]:
+        """The async generator's items, each fetched on this client's loop."""
         try:
             while True:
                 try:
-                    yield self._run(_next(pages))
+                    yield self._run(_next(items))
                 except StopAsyncIteration:
                     return
         finally:
             if not self._loop.is_closed():
-                self._run(pages.aclose())
+                self._run(items.aclose())
 
 
 async def _next(items: AsyncGenerator[T, None]) -> T:
     return await anext(items)
+
+
+def _entity_metadata(state: OrchestrationState, include_state: bool) -> EntityMetadata:
+    """What a client reads of an entity, from its instance's state."""
+    record = read_record(state.serialized_output)
+    return EntityMetadata(
+        EntityInstanceId.parse(state.instance_id),
+        state.last_updated_at,
+        includes_state=include_state,
+        state=record.state,
+        backlog_queue_size=len(record.waiting),
+        locked_by=record.locked_by,
+    )

@@ -144,6 +144,7 @@ class Worker:
         self._results_ready: asyncio.Event | None = None
         self._slot_free: asyncio.Event | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._deciding: set[str] = set()  # entities whose operations run now
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -316,20 +317,15 @@ class Worker:
             if not items:
                 await self._idle(store.orchestration_work, seen)
                 continue
-            commits: list[OrchestrationCommit] = []
-            trouble = False
+            # Entities' batches run their operations in threads, side by side.
+            decided = await asyncio.gather(
+                *(self._decide_or_none(i) for i in items if is_entity_id(i.instance_id))
+            )
             for item in items:
-                try:
-                    commit = await self._decide(item)
-                except StoreError as e:  # the store failed us; the claim is ours to retry
-                    log.warning(
-                        "orchestration %s: the store failed (%s); retrying", item.instance_id, e
-                    )
-                    self._cache.pop(item.instance_id, None)
-                    trouble = True
-                    continue
-                if commit is not None:
-                    commits.append(commit)
+                if not is_entity_id(item.instance_id):
+                    decided.append(await self._decide_or_none(item))
+            trouble = any(d is False for d in decided)
+            commits = [c for c in decided if isinstance(c, OrchestrationCommit)]
             if commits:
                 trouble |= bool(await self._commit(commits, claimed_at))
             if trouble:
@@ -399,12 +395,37 @@ class Worker:
                 )
         return []
 
+    async def _decide_or_none(self, item: OrchestrationWorkItem) -> OrchestrationCommit | bool:
+        """The decision's commit; True if there is none to write, False if the store failed
+        us (the claim is ours: it is decided again)."""
+        try:
+            commit = await self._decide(item)
+        except StoreError as e:
+            log.warning("orchestration %s: the store failed (%s); retrying", item.instance_id, e)
+            self._cache.pop(item.instance_id, None)
+            return False
+        return True if commit is None else commit
+
     async def _decide(self, item: OrchestrationWorkItem) -> OrchestrationCommit | None:
         iid = item.instance_id
         if is_entity_id(iid):
             state = await self.store.get_state(iid) if item.history_length else None
             stored = state.serialized_output if state is not None else None
-            return decide_entity(item, stored, self._registry, self._codec, self.store.clock())
+            # The operations may take long (an agent's model calls): they run in a thread,
+            # and the entity's lease is renewed meanwhile.
+            self._deciding.add(iid)
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._executor,
+                    decide_entity,
+                    item,
+                    stored,
+                    self._registry,
+                    self._codec,
+                    self.store.clock(),
+                )
+            finally:
+                self._deciding.discard(iid)
         execution = self._cache.pop(iid, None)
         rewinding = any(isinstance(m, ExecutionRewound) for m in item.messages)
         try:
@@ -723,8 +744,9 @@ class Worker:
             # Finished activities hold their leases too until their results are recorded
             # (a store slow to take them must not let another worker run them again).
             held = [*self._running, *(r.item.id for r in (*self._results, *self._recording))]
-            if held:
-                await self.store.renew_leases(self.id, (), held, self._lease)
+            deciding = list(self._deciding)
+            if held or deciding:
+                await self.store.renew_leases(self.id, deciding, held, self._lease)
 
 
 class _ActivityStreams(StreamSink):

@@ -346,11 +346,15 @@ class EntityMetadata:
         includes_state: bool,
         state: str | None,
         backlog_queue_size: int = 0,
+        locked_by: str | None = None,
     ) -> None:
         self.id = id
         self.last_modified = last_modified
         self.includes_state = includes_state
         self.backlog_queue_size = backlog_queue_size
+        """Requests waiting for a critical section to release the entity."""
+        self.locked_by = locked_by
+        """The critical section holding the entity (`instance/execution/task`), if any."""
         self._state = state if includes_state else None
 
     def get_state(self, intended_type: object = None) -> Any:

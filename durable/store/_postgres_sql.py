@@ -331,6 +331,11 @@ async def list_page(c: Conn, q: InstanceQuery) -> InstancePage:
     if q.created_to is not None:
         where.append("created_at <= %s")
         args.append(us(q.created_to))
+    if q.entities is not None:
+        where.append(("" if q.entities else "NOT ") + "starts_with(instance_id, '@')")
+    if q.id_prefix:
+        where.append("starts_with(instance_id, %s)")
+        args.append(q.id_prefix)
     cur = await c.execute(
         f"SELECT {_STATE_COLUMNS}, ord FROM instances WHERE {' AND '.join(where)}"  # noqa: S608
         " ORDER BY ord LIMIT %s",

@@ -73,15 +73,7 @@ def _adopt(raw: Conn, commits: Sequence[OrchestrationCommit], now: int) -> set[s
     unchanged, and whose results' work items are all there. Their work items are
     removed; the other decisions' results are delivered as messages, as
     `complete_activities` does."""
-    rows: dict[str, tuple[object, ...]] = {}
-    for batch in _batches([c.item.instance_id for c in commits]):
-        marks = ", ".join("?" * len(batch))
-        for iid, *row in raw.execute(
-            "SELECT instance_id, lease_owner, lease_expires, execution_id, history_length,"  # noqa: S608
-            f" status, wake_at FROM instances WHERE instance_id IN ({marks})",
-            batch,
-        ):
-            rows[iid] = tuple(row)
+    rows = _instance_rows(raw, commits, ", status, wake_at")
     found = remove_activities(raw, [r.item.id for c in commits for r in c.results])
     adopted: set[str] = set()
     left: list[ActivityResult] = []
@@ -161,16 +153,25 @@ def _holds(row: Sequence[object] | None, commit: OrchestrationCommit, now: int) 
 
 def _fence(raw: Conn, commits: Sequence[OrchestrationCommit], now: int) -> set[str]:
     """The instances of `commits` whose decision may be written (their lease holds)."""
+    rows = _instance_rows(raw, commits)
+    return {c.item.instance_id for c in commits if _holds(rows.get(c.item.instance_id), c, now)}
+
+
+def _instance_rows(
+    raw: Conn, commits: Sequence[OrchestrationCommit], more: str = ""
+) -> dict[str, tuple[object, ...]]:
+    """By instance id: lease owner, lease end, execution id, history length, and the
+    columns `more` names (a constant) of the commits' instances."""
     rows: dict[str, tuple[object, ...]] = {}
     for batch in _batches([c.item.instance_id for c in commits]):
         marks = ", ".join("?" * len(batch))
         for iid, *row in raw.execute(
             "SELECT instance_id, lease_owner, lease_expires, execution_id, history_length"  # noqa: S608
-            f" FROM instances WHERE instance_id IN ({marks})",
+            f"{more} FROM instances WHERE instance_id IN ({marks})",
             batch,
         ):
             rows[iid] = tuple(row)
-    return {c.item.instance_id for c in commits if _holds(rows.get(c.item.instance_id), c, now)}
+    return rows
 
 
 def _write_plain(

@@ -337,6 +337,11 @@ def list_page(raw: Conn, q: InstanceQuery) -> InstancePage:
     if q.created_to is not None:
         where.append("created_at <= ?")
         args.append(us(q.created_to))
+    if q.entities is not None:
+        where.append("substr(i.instance_id, 1, 1) " + ("=" if q.entities else "<>") + " '@'")
+    if q.id_prefix:
+        where.append("substr(i.instance_id, 1, ?) = ?")
+        args += [len(q.id_prefix), q.id_prefix]
     rows = raw.execute(
         f"SELECT {_STATE_COLUMNS}, ord FROM {_STATE_TABLES} WHERE {' AND '.join(where)}"  # noqa: S608
         " ORDER BY ord LIMIT ?",

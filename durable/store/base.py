@@ -228,6 +228,10 @@ class InstanceQuery(msgspec.Struct, frozen=True, kw_only=True):
     created_to: datetime | None = None
     limit: int = 100
     after: str | None = None  # continuation token from the previous page
+    entities: bool | None = None
+    """True: entities only; False: orchestrations only; None: both."""
+    id_prefix: str = ""
+    """Only instances whose id starts with it."""
 
 
 class InstancePage(msgspec.Struct, frozen=True, kw_only=True):

@@ -695,4 +695,9 @@ def _matches(inst: _Instance, q: InstanceQuery) -> bool:
         return False
     if q.created_from is not None and inst.created_at < q.created_from:
         return False
+    iid = inst.start.instance_id
+    if q.entities is not None and iid.startswith("@") != q.entities:
+        return False
+    if not iid.startswith(q.id_prefix):
+        return False
     return not (q.created_to is not None and inst.created_at > q.created_to)
