@@ -319,11 +319,11 @@ class Worker:
                 continue
             # Entities' batches run their operations in threads, side by side.
             decided = await asyncio.gather(
-                *(self._decide_or_none(i) for i in items if is_entity_id(i.instance_id))
+                *(self._try_decide(i) for i in items if is_entity_id(i.instance_id))
             )
             for item in items:
                 if not is_entity_id(item.instance_id):
-                    decided.append(await self._decide_or_none(item))
+                    decided.append(await self._try_decide(item))
             trouble = any(d is False for d in decided)
             commits = [c for c in decided if isinstance(c, OrchestrationCommit)]
             if commits:
@@ -395,7 +395,7 @@ class Worker:
                 )
         return []
 
-    async def _decide_or_none(self, item: OrchestrationWorkItem) -> OrchestrationCommit | bool:
+    async def _try_decide(self, item: OrchestrationWorkItem) -> OrchestrationCommit | bool:
         """The decision's commit; True if there is none to write, False if the store failed
         us (the claim is ours: it is decided again)."""
         try:
@@ -482,13 +482,14 @@ class Worker:
         those results out of `batch`: the store writes each decision with its results, in
         one transaction, if the instance is idle and unchanged (see `OrchestrationCommit`)."""
         mine: dict[str, list[ActivityResult]] = {}
+        seen: set[int] = set()  # (one result per activity: the first)
         for result in batch:
             done = result.item
             execution = self._cache.get(done.instance_id)
-            if execution is not None and execution.execution_id == done.execution_id:
-                same = mine.setdefault(done.instance_id, [])
-                if all(r.item.id != done.id for r in same):
-                    same.append(result)
+            mine_now = execution is not None and execution.execution_id == done.execution_id
+            if mine_now and done.id not in seen:
+                seen.add(done.id)
+                mine.setdefault(done.instance_id, []).append(result)
         if not mine:
             return []
         commits: list[OrchestrationCommit] = []
@@ -584,10 +585,12 @@ class Worker:
             self._start_activities(items)
 
     def _free_slots(self) -> int:
-        # An activity holds its slot until its result is recorded: the next activity of
-        # an orchestration under way gets it before new work does (and a store that
-        # cannot take results holds new activities back).
-        busy = len(self._running) + len(self._results) + len(self._recording)
+        busy = len(self._running)
+        if self.store.direct_results:
+            # An activity holds its slot until its result is recorded with the decision
+            # on it: the next activity of an orchestration under way gets it before new
+            # work does. (Elsewhere a result is only queued: the slot is free at once.)
+            busy += len(self._results) + len(self._recording)
         return self._max_activities - busy - self._reserved
 
     def _start_activities(self, items: Sequence[ActivityWorkItem]) -> None:
