@@ -214,7 +214,20 @@ def cw_adder(ctx: task.OrchestrationContext, times: int) -> Any:
     return (yield ctx.call_entity(CW_COUNTER, "get"))
 
 
-ORCHESTRATORS: list[Callable[..., Any]] = [cw_parent, cw_child, cw_small, cw_adder]
+CW_OTHER = durable.EntityInstanceId("CwCounter", "other")
+
+
+def cw_locker(ctx: task.OrchestrationContext, _: None) -> Any:
+    """A critical section over two counters that waits, inside, for a "go" event."""
+    with (yield ctx.lock_entities([CW_OTHER, CW_COUNTER])):
+        yield ctx.call_entity(CW_COUNTER, "add", 1)
+        yield ctx.wait_for_external_event("go")
+        total = yield ctx.call_entity(CW_COUNTER, "add", 1)
+        yield ctx.call_entity(CW_OTHER, "add", total)
+    return total
+
+
+ORCHESTRATORS: list[Callable[..., Any]] = [cw_parent, cw_child, cw_small, cw_adder, cw_locker]
 ACTIVITIES: list[Callable[..., Any]] = [cw_step]
 ENTITIES: list[Any] = [CwCounter]
 
