@@ -375,8 +375,8 @@ class Worker:
         traced = decisions_log.isEnabledFor(logging.DEBUG)
         for commit, outcome in zip(commits, outcomes, strict=True):
             if outcome is not None:
-                # (a decision on results is expected to meet a busy instance at times:
-                # its results then wait as messages, and nothing is lost)
+                # (a decision on results is expected to meet a busy instance, or one
+                # another worker moved on, at times: its results wait as messages)
                 level = logging.DEBUG if commit.results else logging.WARNING
                 log.log(level, "commit for %s rejected: %s", commit.item.instance_id, outcome)
                 self._cache.pop(commit.item.instance_id, None)

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from durable.store._postgres_sql import Tx, deliver
-from durable.store.base import ActivityResult, ActivityWorkItem, Message, activity_from_row
+from durable.core.errors import LeaseLostError
+from durable.core.state import OrchestrationStatus
+from durable.store._postgres_sql import Tx, commit_all, deliver, touched
+from durable.store.base import (
+    ActivityResult,
+    ActivityTake,
+    ActivityWorkItem,
+    Message,
+    OrchestrationCommit,
+    activity_from_row,
+)
 from durable.store.flow import flow_holder
+
+_RUNNING = OrchestrationStatus.RUNNING.value
 
 
 async def claim_activities(tx: Tx, owner: str, limit: int, lease: int) -> list[ActivityWorkItem]:
@@ -77,3 +88,73 @@ async def renew(
             "UPDATE flow_slots SET expires = %s WHERE holder = ANY(%b)",
             (expires, [flow_holder(i, owner) for i in activity_ids]),
         )
+
+
+async def commit_with_results(
+    tx: Tx, commits: Sequence[OrchestrationCommit], take: ActivityTake | None
+) -> tuple[list[Exception | None], bool]:
+    """`commit_all`, where some decisions were made on activity results directly (see
+    `OrchestrationCommit.results`): those are written if their instance is idle and
+    unchanged, and their results' work items are still there; the others' results are
+    delivered as messages, and they get `LeaseLostError`."""
+    await tx.lock(i for c in commits for i in touched(c))  # instances before activities
+    direct = [c for c in commits if c.results]
+    await tx.flush()
+    cur = await tx.c.execute(
+        "SELECT DISTINCT instance_id FROM messages WHERE instance_id = ANY(%b)",
+        ([c.item.instance_id for c in direct],),
+    )
+    busy = {r[0] for r in await cur.fetchall()}
+    cur = await tx.c.execute(
+        "DELETE FROM activities WHERE id = ANY(%b) RETURNING id",
+        ([r.item.id for c in direct for r in c.results],),
+    )
+    found = {r[0] for r in await cur.fetchall()}
+    adopted: list[str] = []
+    outcomes: list[Exception | None] = []
+    for commit in commits:
+        item, row = commit.item, tx.rows.get(commit.item.instance_id)
+        current = (
+            row is not None
+            and (row.execution_id, row.length) == (item.execution_id, item.history_length)
+            and all(r.item.id in found for r in commit.results)
+        )
+        idle = (
+            row is not None
+            and row.lease_owner is None
+            and (row.lease_expires is None or row.lease_expires <= tx.now)
+            and row.status == _RUNNING
+            and item.instance_id not in busy
+        )
+        if not commit.results or (current and idle):
+            outcomes.append(None)
+            if commit.results:
+                assert row is not None
+                row.lease_owner, row.lease_expires = item.lease_owner, tx.now + 1
+                adopted.append(item.instance_id)
+            continue
+        iid = item.instance_id
+        outcomes.append(
+            LeaseLostError(
+                f"{iid!r} is busy: the activity results were queued"
+                if current
+                else f"the decision on {iid!r} is stale: the activity results were queued"
+                " (or dropped, if completed elsewhere)"
+            )
+        )
+        for result in commit.results:
+            if result.item.id in found:  # (the others were completed elsewhere)
+                done = result.item
+                message = Message(
+                    instance_id=done.instance_id, event=result.event, execution_id=done.execution_id
+                )
+                await deliver(tx, message)
+    if adopted:  # held for the transaction (and the worker that decided it sticks)
+        await tx.c.execute(
+            "UPDATE instances SET lease_owner = %s WHERE instance_id = ANY(%b)",
+            (direct[0].item.lease_owner, adopted),
+        )
+    kept = [c for c, o in zip(commits, outcomes, strict=True) if o is None]
+    written, queued = await commit_all(tx, kept, take)
+    rest = iter(written)
+    return [o if o is not None else next(rest) for o in outcomes], queued

@@ -491,7 +491,7 @@ async def _release(tx: Tx, iid: str) -> None:
     )
 
 
-def _touched(commit: OrchestrationCommit) -> list[str]:
+def touched(commit: OrchestrationCommit) -> list[str]:
     """The instances a commit may lock: its own, its messages' and its children's."""
     ids = [commit.item.instance_id]
     ids.extend(m.instance_id for m in commit.messages)
@@ -508,7 +508,7 @@ async def commit_all(
     """
     if take is not None:
         take.items.clear()  # (what an attempt that was rolled back leased is not leased)
-    await tx.lock(i for c in commits for i in _touched(c))
+    await tx.lock(i for c in commits for i in touched(c))
     outcomes: list[Exception | None] = []
     accepted: list[OrchestrationCommit] = []
     for commit in commits:

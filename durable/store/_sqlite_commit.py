@@ -51,10 +51,11 @@ def commit_all(
     if take is not None:
         take.items.clear()  # (what an attempt that was rolled back leased is not leased)
     if any(c.results for c in commits):
-        adopted = _adopt(raw, [c for c in commits if c.results], now)
+        adopted, busy = _adopt(raw, [c for c in commits if c.results], now)
         for k, c in enumerate(commits):
-            if c.results and c.item.instance_id not in adopted:
-                outcomes[k] = _lost(c.item.instance_id)
+            iid = c.item.instance_id
+            if c.results and iid not in adopted:
+                outcomes[k] = _queued(iid) if iid in busy else _stale(iid)
         commits = [c for k, c in enumerate(commits) if outcomes[k] is None]
         return _merge(outcomes, *_commit_held(raw, commits, now, take, adopted))
     return _commit_held(raw, commits, now, take, set())
@@ -68,7 +69,20 @@ def _merge(
     return [o if o is not None else next(rest) for o in outcomes], queued
 
 
-def _adopt(raw: Conn, commits: Sequence[OrchestrationCommit], now: int) -> set[str]:
+def _stale(iid: str) -> LeaseLostError:
+    return LeaseLostError(
+        f"the decision on {iid!r} is stale: the activity results were queued (or dropped,"
+        " if completed elsewhere)"
+    )
+
+
+def _queued(iid: str) -> LeaseLostError:
+    return LeaseLostError(f"{iid!r} is busy: the activity results were queued")
+
+
+def _adopt(
+    raw: Conn, commits: Sequence[OrchestrationCommit], now: int
+) -> tuple[set[str], set[str]]:
     """Of decisions made on activity results directly, the instances that are idle and
     unchanged, and whose results' work items are all there. Their work items are
     removed; the other decisions' results are delivered as messages, as
@@ -76,18 +90,27 @@ def _adopt(raw: Conn, commits: Sequence[OrchestrationCommit], now: int) -> set[s
     rows = _instance_rows(raw, commits, ", status, wake_at")
     found = remove_activities(raw, [r.item.id for c in commits for r in c.results])
     adopted: set[str] = set()
+    busy: set[str] = set()
     left: list[ActivityResult] = []
     for c in commits:
         row, item = rows.get(c.item.instance_id), c.item
-        if (
+        current = (
             row is not None
-            and (row[0] is None or row[1] is None or row[1] <= now)  # type: ignore[operator]
-            and row[2:] == (item.execution_id, item.history_length, _RUNNING, None)
+            and row[2:4] == (item.execution_id, item.history_length)
             and all(r.item.id in found for r in c.results)
+        )
+        if (
+            current
+            and (
+                (row[0] is None or row[1] is None or row[1] <= now)  # type: ignore[index, operator]
+                and row[4:] == (_RUNNING, None)  # type: ignore[index]
+            )
         ):
             adopted.add(item.instance_id)
-        else:  # (a work item that is gone was completed elsewhere: its result is dropped)
-            left += [r for r in c.results if r.item.id in found]
+            continue
+        if current:
+            busy.add(item.instance_id)
+        left += [r for r in c.results if r.item.id in found]  # (the others: done elsewhere)
     # Decisions written on their own check the lease again (the others are held).
     raw.executemany(
         "UPDATE instances SET lease_owner = ?, lease_expires = ? WHERE instance_id = ?",
@@ -98,7 +121,7 @@ def _adopt(raw: Conn, commits: Sequence[OrchestrationCommit], now: int) -> set[s
         ],
     )
     deliver_results(raw, left, now)
-    return adopted
+    return adopted, busy
 
 
 def _commit_held(

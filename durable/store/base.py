@@ -143,7 +143,9 @@ class OrchestrationCommit(msgspec.Struct, frozen=True, kw_only=True):
             store writes the commit only if the instance is idle and unchanged (no lease,
             no waiting messages, running, the same execution and history length) and
             every result's work item is still there; otherwise it records the results
-            as `complete_activities` does, and the commit gets `LeaseLostError`.
+            as `complete_activities` does, and the commit gets `LeaseLostError` (the
+            instance was busy, or the decision stale: the history moved on, or another
+            worker completed the activity). Expected now and then; nothing is lost.
     """
 
     item: OrchestrationWorkItem

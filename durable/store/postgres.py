@@ -147,7 +147,7 @@ class PostgresStore:
         self._offset = timedelta(0)
         """The database's clock minus ours, measured at each transaction."""
         self.clock: Clock = clock or self._db_clock
-        self.direct_results = False
+        self.direct_results = True
         self.orchestration_work = Notifier()
         self.activity_work = Notifier()
         self.instance_changes = Notifier()
@@ -330,7 +330,10 @@ class PostgresStore:
     async def commit_orchestrations(
         self, commits: Sequence[OrchestrationCommit], take: ActivityTake | None = None
     ) -> list[Exception | None]:
-        outcomes, queued = await self._write(sql.commit_all, commits, take)
+        write = (
+            activities.commit_with_results if any(c.results for c in commits) else sql.commit_all
+        )
+        outcomes, queued = await self._write(write, commits, take)
         self._notify_local("oia" if queued else "oi")
         return outcomes
 

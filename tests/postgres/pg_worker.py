@@ -163,6 +163,9 @@ class FreezingStore(durable.PostgresStore):
 
     def __init__(self, url: str, *, hub: str, tag: str, marker: Path, inside: bool) -> None:
         super().__init__(url, hub=hub)
+        # Every decision is claimed first (results are queued as messages), the timeline
+        # these tests check: claim, decide, freeze before or inside the commit.
+        self.direct_results = False
         self.needle = f'"tag":"{tag}"'
         self.marker = marker
         self.inside = inside

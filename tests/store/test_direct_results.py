@@ -1,4 +1,5 @@
-"""SqliteStore only: decisions made on activity results directly, without a claim.
+"""Decisions made on activity results directly, without a claim (the stores whose
+`direct_results` is true: SQLite and Postgres).
 
 A worker that holds an instance's execution in memory decides on its activities' results
 at once and commits decision and results together. The store writes that only when the
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pg_helpers import new_hub
 from store_helpers import (
     LEASE,
     PAST_LEASE,
@@ -34,7 +36,7 @@ from durable import task
 from durable.core.commands import ScheduleActivity
 from durable.core.errors import LeaseLostError
 from durable.core.events import OrchestratorStarted, TaskCompleted, TaskScheduled
-from durable.store import SqliteStore
+from durable.store import PostgresStore, SqliteStore, Store
 from durable.store.base import (
     ActivityResult,
     ActivityWorkItem,
@@ -43,9 +45,16 @@ from durable.store.base import (
 )
 
 
-@pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "durable.db", clock=clock)
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Store]:
+    opened: Store
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        opened = PostgresStore(url, hub=new_hub(), clock=clock, sticky_seconds=0)
+    else:
+        opened = SqliteStore(tmp_path / "durable.db", clock=clock)
     try:
         yield opened
     finally:
@@ -55,7 +64,7 @@ async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
 FETCH = ScheduleActivity(task_id=1, name="fetch", input='"x"')
 
 
-async def running(store: SqliteStore, iid: str = "a") -> tuple[int, ActivityWorkItem]:
+async def running(store: Store, iid: str = "a") -> tuple[int, ActivityWorkItem]:
     """`iid` running, waiting for the activity it scheduled, which a worker has taken;
     its history length and that activity."""
     history = await start(store, iid, activities=(FETCH,))
@@ -84,7 +93,7 @@ def on_results(
 
 
 async def test_an_idle_instance_takes_the_decision_and_its_results_in_one_commit(
-    store: SqliteStore, clock: FakeClock
+    store: Store, clock: FakeClock
 ) -> None:
     length, activity = await running(store)
     then = ScheduleActivity(task_id=2, name="fetch", input='"y"')
@@ -101,20 +110,20 @@ async def test_an_idle_instance_takes_the_decision_and_its_results_in_one_commit
     assert following.task_id == 2  # the finished activity is gone; the next one waits
 
 
-async def test_a_waiting_event_sends_the_results_the_usual_way(store: SqliteStore) -> None:
+async def test_a_waiting_event_sends_the_results_the_usual_way(store: Store) -> None:
     length, activity = await running(store)
     await store.send(to("a", raised("go")))
 
     [outcome] = await store.commit_orchestrations([on_results("a", length, activity)])
 
-    assert isinstance(outcome, LeaseLostError)
+    assert isinstance(outcome, LeaseLostError) and "busy" in str(outcome)
     assert len(await store.get_history("a")) == length
     item = await claim_one(store, "a")
     assert [type(m) for m in item.messages] == [type(raised("go")), TaskCompleted]
 
 
 async def test_an_instance_leased_elsewhere_keeps_its_lease_and_gets_the_results_later(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     length, activity = await running(store)
     await store.send(to("a", raised("go")))
@@ -122,38 +131,38 @@ async def test_an_instance_leased_elsewhere_keeps_its_lease_and_gets_the_results
 
     [outcome] = await store.commit_orchestrations([on_results("a", length, activity)])
 
-    assert isinstance(outcome, LeaseLostError)
+    assert isinstance(outcome, LeaseLostError) and "busy" in str(outcome)
     await commit(store, other)  # the lease held: w2's decision is written
     item = await claim_one(store, "a")
     assert [type(m) for m in item.messages] == [TaskCompleted]
     assert item.history_length == length + 2
 
 
-async def test_a_decision_on_an_old_history_is_not_written(store: SqliteStore) -> None:
+async def test_a_decision_on_an_old_history_is_not_written(store: Store) -> None:
     length, activity = await running(store)
     await store.send(to("a", raised("go")))
     await commit(store, await claim_one(store, "a"))  # the history moved on
 
     [outcome] = await store.commit_orchestrations([on_results("a", length, activity)])
 
-    assert isinstance(outcome, LeaseLostError)
+    assert isinstance(outcome, LeaseLostError) and "stale" in str(outcome)
     item = await claim_one(store, "a")
     assert [type(m) for m in item.messages] == [TaskCompleted]
 
 
-async def test_a_result_recorded_elsewhere_first_is_dropped(store: SqliteStore) -> None:
+async def test_a_result_recorded_elsewhere_first_is_dropped(store: Store) -> None:
     length, activity = await running(store)
     first = TaskCompleted(timestamp=T0, task_id=1, result='"first"')
     await store.complete_activities([ActivityResult(item=activity, event=first)])
 
     [outcome] = await store.commit_orchestrations([on_results("a", length, activity)])
 
-    assert isinstance(outcome, LeaseLostError)
+    assert isinstance(outcome, LeaseLostError) and "stale" in str(outcome)
     item = await claim_one(store, "a")
     assert item.messages == (first,)
 
 
-async def test_a_suspended_instance_gets_the_results_as_messages(store: SqliteStore) -> None:
+async def test_a_suspended_instance_gets_the_results_as_messages(store: Store) -> None:
     await start(store, "a", activities=(FETCH,))
     [activity] = await store.claim_activities("w1", 10, LEASE)
     await store.send(to("a", raised("pause")))
@@ -162,14 +171,14 @@ async def test_a_suspended_instance_gets_the_results_as_messages(store: SqliteSt
 
     [outcome] = await store.commit_orchestrations([on_results("a", length, activity)])
 
-    assert isinstance(outcome, LeaseLostError)
+    assert isinstance(outcome, LeaseLostError) and "busy" in str(outcome)
     assert len(await store.get_history("a")) == length
     item = await claim_one(store, "a")
     assert [type(m) for m in item.messages] == [TaskCompleted]
 
 
 async def test_one_decision_that_is_not_written_leaves_the_others_alone(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     a_length, a_activity = await running(store, "a")
     b_length, b_activity = await running(store, "b")
