@@ -125,8 +125,40 @@ def pg_collect(ctx: task.OrchestrationContext, state: dict[str, Any]) -> Any:
     return {"got": got, "runs": state["runs"] + 1}
 
 
-ORCHESTRATORS: list[Callable[..., Any]] = [pg_order, pg_child, pg_two_steps, pg_gated, pg_collect]
+PG_COUNTER = durable.EntityInstanceId("PgCounter", "shared")
+
+
+class PgCounter(durable.DurableEntity):
+    """A count that must end exact, however many workers die."""
+
+    def add(self, amount: int) -> int:
+        total = self.get_state(int, 0) + amount
+        self.set_state(total)
+        return total
+
+    def get(self) -> int:
+        return self.get_state(int, 0)
+
+
+def pg_adder(ctx: task.OrchestrationContext, times: int) -> Any:
+    """`times` one-way `add 1` signals to the shared counter, one decision each (a timer
+    of 1 ms between them spreads them over time), then a call to read it."""
+    for _ in range(times):
+        ctx.signal_entity(PG_COUNTER, "add", 1)
+        yield ctx.create_timer(timedelta(milliseconds=1))
+    return (yield ctx.call_entity(PG_COUNTER, "get"))
+
+
+ORCHESTRATORS: list[Callable[..., Any]] = [
+    pg_order,
+    pg_child,
+    pg_two_steps,
+    pg_gated,
+    pg_collect,
+    pg_adder,
+]
 ACTIVITIES: list[Callable[..., Any]] = [pg_step]
+ENTITIES: list[Any] = [PgCounter]
 
 
 # -- the process -------------------------------------------------------------------------
@@ -251,6 +283,7 @@ async def serve(args: argparse.Namespace) -> None:
         store,
         orchestrators=ORCHESTRATORS,
         activities=ACTIVITIES,
+        entities=ENTITIES,
         lease_seconds=args.lease,
         poll_interval=args.poll,
         max_concurrent_orchestrations=args.batch,
