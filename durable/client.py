@@ -238,21 +238,9 @@ class Client:
         if key_prefix and name is None:
             raise ValueError("key_prefix needs the entity name")
         prefix = "@" if name is None else f"@{EntityInstanceId(name, 'k').entity}@{key_prefix}"
-        token: str | None = None
-        returned = 0
-        while True:
-            size = page_size if limit is None else min(page_size, limit - returned)
-            if size <= 0:
-                return
-            query = InstanceQuery(limit=size, after=token, entities=True, id_prefix=prefix)
-            page = await self.store.list_instances(query)
-            for state in page.instances:
-                yield _entity_metadata(state, include_state)
-                returned += 1
-            token = page.next_token
-            if token is None:
-                return
-            await asyncio.sleep(0)
+        query = InstanceQuery(entities=True, id_prefix=prefix)
+        async for state in self._instances(query, limit, page_size):
+            yield _entity_metadata(state, include_state)
 
     async def _send(self, instance_id: str, event: InboundEvent) -> None:
         await self.store.send(Message(instance_id=instance_id, event=event))
@@ -382,6 +370,20 @@ class Client:
             if isinstance(status, OrchestrationStatus)
             else tuple(status)
         )
+        query = InstanceQuery(
+            statuses=statuses,
+            name=name,
+            created_from=created_from,
+            created_to=created_to,
+            entities=False,
+        )
+        async for state in self._instances(query, limit, page_size):
+            yield state
+
+    async def _instances(
+        self, query: InstanceQuery, limit: int | None, page_size: int
+    ) -> AsyncGenerator[OrchestrationState, None]:
+        """The instances `query` finds, fetched `page_size` at a time, at most `limit`."""
         token: str | None = None
         returned = 0
         while True:
@@ -389,15 +391,7 @@ class Client:
             if size <= 0:
                 return
             page = await self.store.list_instances(
-                InstanceQuery(
-                    statuses=statuses,
-                    name=name,
-                    created_from=created_from,
-                    created_to=created_to,
-                    limit=size,
-                    after=token,
-                    entities=False,
-                )
+                msgspec.structs.replace(query, limit=size, after=token)
             )
             for state in page.instances:
                 yield state
