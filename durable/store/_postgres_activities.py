@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from durable.core.errors import LeaseLostError
 from durable.core.state import OrchestrationStatus
 from durable.store._postgres_sql import Tx, commit_all, deliver, touched
 from durable.store.base import (
@@ -14,6 +13,8 @@ from durable.store.base import (
     Message,
     OrchestrationCommit,
     activity_from_row,
+    merge_outcomes,
+    results_refused,
 )
 from durable.store.flow import flow_holder
 
@@ -45,16 +46,7 @@ async def complete_activities(tx: Tx, results: Sequence[ActivityResult]) -> None
         "DELETE FROM activities WHERE id = ANY(%b) RETURNING id", ([r.item.id for r in unique],)
     )
     done = {r[0] for r in await cur.fetchall()}  # the rest: another worker completed them
-    for result in unique:
-        if result.item.id not in done:
-            continue
-        item = result.item
-        await deliver(
-            tx,
-            Message(
-                instance_id=item.instance_id, event=result.event, execution_id=item.execution_id
-            ),
-        )
+    await _deliver_results(tx, [r for r in unique if r.item.id in done])
     await tx.flush()
 
 
@@ -133,22 +125,9 @@ async def commit_with_results(
                 row.lease_owner, row.lease_expires = item.lease_owner, tx.now + 1
                 adopted.append(item.instance_id)
             continue
-        iid = item.instance_id
-        outcomes.append(
-            LeaseLostError(
-                f"{iid!r} is busy: the activity results were queued"
-                if current
-                else f"the decision on {iid!r} is stale: the activity results were queued"
-                " (or dropped, if completed elsewhere)"
-            )
-        )
-        for result in commit.results:
-            if result.item.id in found:  # (the others were completed elsewhere)
-                done = result.item
-                message = Message(
-                    instance_id=done.instance_id, event=result.event, execution_id=done.execution_id
-                )
-                await deliver(tx, message)
+        outcomes.append(results_refused(item.instance_id, current))
+        # (the results whose work items are gone were completed elsewhere)
+        await _deliver_results(tx, [r for r in commit.results if r.item.id in found])
     if adopted:  # held for the transaction (and the worker that decided it sticks)
         await tx.c.execute(
             "UPDATE instances SET lease_owner = %s WHERE instance_id = ANY(%b)",
@@ -156,5 +135,14 @@ async def commit_with_results(
         )
     kept = [c for c, o in zip(commits, outcomes, strict=True) if o is None]
     written, queued = await commit_all(tx, kept, take)
-    rest = iter(written)
-    return [o if o is not None else next(rest) for o in outcomes], queued
+    return merge_outcomes(outcomes, written), queued
+
+
+async def _deliver_results(tx: Tx, results: Sequence[ActivityResult]) -> None:
+    """Deliver activity results (their work items removed) to their instances."""
+    for result in results:
+        done = result.item
+        message = Message(
+            instance_id=done.instance_id, event=result.event, execution_id=done.execution_id
+        )
+        await deliver(tx, message)

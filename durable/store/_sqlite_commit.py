@@ -39,6 +39,8 @@ from durable.store.base import (
     OrchestrationCommit,
     activity_from_row,
     dt,
+    merge_outcomes,
+    results_refused,
 )
 
 
@@ -55,29 +57,11 @@ def commit_all(
         for k, c in enumerate(commits):
             iid = c.item.instance_id
             if c.results and iid not in adopted:
-                outcomes[k] = _queued(iid) if iid in busy else _stale(iid)
+                outcomes[k] = results_refused(iid, current=iid in busy)
         commits = [c for k, c in enumerate(commits) if outcomes[k] is None]
-        return _merge(outcomes, *_commit_held(raw, commits, now, take, adopted))
+        written, queued = _commit_held(raw, commits, now, take, adopted)
+        return merge_outcomes(outcomes, written), queued
     return _commit_held(raw, commits, now, take, set())
-
-
-def _merge(
-    outcomes: list[Exception | None], written: list[Exception | None], queued: bool
-) -> tuple[list[Exception | None], bool]:
-    """Fill the open places of `outcomes` with `written`, in order."""
-    rest = iter(written)
-    return [o if o is not None else next(rest) for o in outcomes], queued
-
-
-def _stale(iid: str) -> LeaseLostError:
-    return LeaseLostError(
-        f"the decision on {iid!r} is stale: the activity results were queued (or dropped,"
-        " if completed elsewhere)"
-    )
-
-
-def _queued(iid: str) -> LeaseLostError:
-    return LeaseLostError(f"{iid!r} is busy: the activity results were queued")
 
 
 def _adopt(
@@ -310,7 +294,7 @@ def _commit(raw: Conn, commit: OrchestrationCommit, now: int, take: ActivityTake
         or row[2] != item.execution_id
         or row[3] != item.history_length
     ):
-        raise LeaseLostError(f"the lease on {iid!r} was lost; the decision was not written")
+        raise _lost(iid)
     raw.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in item.message_ids])
     length = item.history_length
     if commit.events:

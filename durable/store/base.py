@@ -12,7 +12,7 @@ from typing import Any, Final, Literal, Protocol, runtime_checkable
 import msgspec
 
 from durable.core.commands import ScheduleActivity
-from durable.core.errors import OrchestrationAlreadyExistsError
+from durable.core.errors import LeaseLostError, OrchestrationAlreadyExistsError
 from durable.core.events import (
     EventRaised,
     ExecutionResumed,
@@ -514,6 +514,26 @@ _STARTER_NAMES: Final = frozenset(c.__name__ for c in STARTERS)
 _REWOUND_NAME: Final = ExecutionRewound.__name__
 
 Delivery = Literal["drop", "keep", "wake"]
+
+
+def results_refused(instance_id: str, current: bool) -> LeaseLostError:
+    """Why a decision made on activity results directly was not written: the instance was
+    busy (`current`: the decision itself was up to date), or the decision was stale."""
+    if current:
+        return LeaseLostError(f"{instance_id!r} is busy: the activity results were queued")
+    return LeaseLostError(
+        f"the decision on {instance_id!r} is stale: the activity results were queued (or"
+        " dropped, if completed elsewhere)"
+    )
+
+
+def merge_outcomes(
+    refused: Sequence[Exception | None], written: Sequence[Exception | None]
+) -> list[Exception | None]:
+    """The outcomes of all decisions: those `refused` up front, and `written`, in order,
+    for the places left open."""
+    rest = iter(written)
+    return [o if o is not None else next(rest) for o in refused]
 
 
 def delivery(status: str, execution_id: str, length: int, message: Message) -> Delivery:
