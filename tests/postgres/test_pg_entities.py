@@ -36,14 +36,14 @@ async def test_a_thousand_signals_add_up_with_workers_killed_mid_run(
             deadline = time.monotonic() + WAIT
             while True:
                 meta = await client.get_entity(PG_COUNTER)
-                if meta is not None and meta.get_state(int) >= threshold:
+                if meta is not None and (meta.get_state(int) or 0) >= threshold:  # (None: no state)
                     break
                 assert time.monotonic() < deadline, meta and meta.get_state()
                 await asyncio.sleep(0.02)
             victim.kill()  # SIGKILL
             assert victim.returncode == -signal.SIGKILL
             fleet.procs.remove(victim)
-            killed.append(meta.get_state(int))
+            killed.append(meta.get_state(int) or 0)
             replacement = await start_fleet(spawn, tmp_path, hub, (f"{victim.name}2",), extra)
             fleet.procs.extend(replacement.procs)
         outputs = []
