@@ -51,6 +51,8 @@ class CountingStore:
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._store, name)
         if not asyncio.iscoroutinefunction(value):
+            if callable(value):  # (a method: found directly from now on, as below)
+                setattr(self, name, value)
             return value
         calls = self.calls[name]
 

@@ -102,7 +102,6 @@ async def commit_with_results(
         ([r.item.id for c in direct for r in c.results],),
     )
     found = {r[0] for r in await cur.fetchall()}
-    adopted: list[str] = []
     outcomes: list[Exception | None] = []
     for commit in commits:
         item, row = commit.item, tx.rows.get(commit.item.instance_id)
@@ -120,19 +119,13 @@ async def commit_with_results(
         )
         if not commit.results or (current and idle):
             outcomes.append(None)
-            if commit.results:
-                assert row is not None
+            if commit.results:  # held by the decider for the rest of the transaction
+                assert row is not None  # (locked: no claim can take it meanwhile)
                 row.lease_owner, row.lease_expires = item.lease_owner, tx.now + 1
-                adopted.append(item.instance_id)
             continue
         outcomes.append(results_refused(item.instance_id, current))
         # (the results whose work items are gone were completed elsewhere)
         await _deliver_results(tx, [r for r in commit.results if r.item.id in found])
-    if adopted:  # held for the transaction (and the worker that decided it sticks)
-        await tx.c.execute(
-            "UPDATE instances SET lease_owner = %s WHERE instance_id = ANY(%b)",
-            (direct[0].item.lease_owner, adopted),
-        )
     kept = [c for c, o in zip(commits, outcomes, strict=True) if o is None]
     written, queued = await commit_all(tx, kept, take)
     return merge_outcomes(outcomes, written), queued

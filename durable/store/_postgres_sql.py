@@ -95,6 +95,9 @@ class Tx:
     """What other processes are told at the commit (`Notes`)."""
     pending: list[tuple[str, str, int, bool, bytes]] = field(default_factory=list)
     """Messages to insert, in order: (instance, kind, visible at, wakes, event)."""
+    work: bool = False
+    """Whether instances may have orchestration work once this commits: this process's
+    workers are told to look (a decision on results alone, written idle, leaves none)."""
 
     async def flush(self) -> None:
         """Write the buffered messages: call before reading or changing messages."""
@@ -229,6 +232,7 @@ def _queue(tx: Tx, iid: str, event: InboundEvent, visible: int | None, *, wakes:
     # (which decides when a worker other than the sticky one may take it).
     at = tx.now if visible is None else visible
     tx.pending.append((iid, _kind(event), at, wakes, encode_event(event)))
+    tx.work |= wakes
 
 
 async def send(tx: Tx, message: Message) -> None:
@@ -274,6 +278,7 @@ async def deliver(tx: Tx, message: Message) -> bool:
 async def _set_wakes(tx: Tx, ids: Sequence[str], wakes: bool) -> None:
     """Make every message of `ids` give its instance work (or none): its mode changed."""
     if ids:
+        tx.work |= wakes
         await tx.flush()
         await tx.c.execute(
             "UPDATE messages SET wakes = %s WHERE instance_id = ANY(%b) AND wakes <> %s",
@@ -493,6 +498,8 @@ async def _release(tx: Tx, iid: str) -> None:
 
 def touched(commit: OrchestrationCommit) -> list[str]:
     """The instances a commit may lock: its own, its messages' and its children's."""
+    if not commit.messages and not commit.children:
+        return [commit.item.instance_id]
     ids = [commit.item.instance_id]
     ids.extend(m.instance_id for m in commit.messages)
     ids.extend(c.start.instance_id for c in commit.children)
@@ -532,6 +539,9 @@ async def commit_all(
         accepted.append(commit)
     if not accepted:
         return outcomes, False
+    # Messages may have come for a claimed instance while it was leased (their senders'
+    # notifications found it taken): its worker looks again once it is released.
+    tx.work |= any(not commit.results for commit in accepted)
     c = tx.c
     consumed = [m for commit in accepted for m in commit.item.message_ids]
     if consumed:
@@ -625,21 +635,25 @@ async def _write_outcomes(tx: Tx, accepted: Sequence[OrchestrationCommit]) -> No
     await tx.flush()
     updates = []
     for commit in accepted:
-        iid = commit.item.instance_id
+        iid, owner = commit.item.instance_id, commit.item.lease_owner
         row = tx.rows[iid]
         assert row is not None
         row.lease_owner = row.lease_expires = None
         fresh = commit.new_execution is not None  # a new execution has no outcome yet
         failure = None if fresh or not commit.failure else _FAILURE_ENCODER.encode(commit.failure)
         output = None if fresh else commit.output
-        updates.append((iid, row.status, commit.custom_status, output, failure, row.length))
+        updates.append(
+            (iid, row.status, commit.custom_status, output, failure, row.length, owner)
+        )
     await tx.c.execute(
+        # (the worker that decided it sticks: it holds the lease, or took the instance
+        # idle to decide on results, see `commit_with_results`)
         "UPDATE instances AS i SET status = u.s, custom_status = u.c, output = u.o,"
         " failure = u.f, updated_at = %s, history_length = u.n, lease_owner = NULL,"
-        " lease_expires = NULL, sticky_owner = i.lease_owner"
+        " lease_expires = NULL, sticky_owner = u.w"
         " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[],"
-        " %b::integer[]) AS u(id, s, c, o, f, n) WHERE i.instance_id = u.id",
-        (tx.now, *arrays.columns(updates, Text, Text, Text, Text, Bytes, Int8)),
+        " %b::integer[], %b::text[]) AS u(id, s, c, o, f, n, w) WHERE i.instance_id = u.id",
+        (tx.now, *arrays.columns(updates, Text, Text, Text, Text, Bytes, Int8, Text)),
     )
 
 

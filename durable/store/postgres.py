@@ -330,11 +330,8 @@ class PostgresStore:
     async def commit_orchestrations(
         self, commits: Sequence[OrchestrationCommit], take: ActivityTake | None = None
     ) -> list[Exception | None]:
-        write = (
-            activities.commit_with_results if any(c.results for c in commits) else sql.commit_all
-        )
-        outcomes, queued = await self._write(write, commits, take)
-        self._notify_local("oia" if queued else "oi")
+        outcomes, queued, work = await self._write(_commit, commits, take)
+        self._notify_local("i" + "o" * work + "a" * queued)
         return outcomes
 
     async def abandon_orchestration(
@@ -594,3 +591,13 @@ def _store_error(e: BaseException, what: str) -> StoreError:
     if isinstance(e, errors.LockNotAvailable | errors.QueryCanceled):
         return StoreBusyError(f"{what}: {e}")
     return StoreError(f"{what}: {e}")
+
+
+async def _commit(
+    tx: sql.Tx, commits: Sequence[OrchestrationCommit], take: ActivityTake | None
+) -> tuple[list[Exception | None], bool, bool]:
+    """The outcomes, whether activities were queued for any worker, and whether instances
+    may have orchestration work now (`Tx.work`)."""
+    write = activities.commit_with_results if any(c.results for c in commits) else sql.commit_all
+    outcomes, queued = await write(tx, commits, take)
+    return outcomes, queued, tx.work
