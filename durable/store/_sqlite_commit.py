@@ -46,9 +46,14 @@ from durable.store.base import (
 
 def commit_all(
     raw: Conn, commits: Sequence[OrchestrationCommit], now: int, take: ActivityTake | None
-) -> tuple[list[Exception | None], bool]:
-    """Commit each decision; returns the outcomes, and whether activities were queued for
-    any worker to claim (those not leased to `take.owner`, see `ActivityTake`)."""
+) -> tuple[list[Exception | None], bool, bool]:
+    """Commit each decision; returns the outcomes, whether activities were queued for any
+    worker to claim (those not leased to `take.owner`, see `ActivityTake`), and whether
+    instances may have orchestration work now.
+
+    A decision on results alone, written while its instance was idle, leaves none: the
+    instance had no message waiting, and it sends none. Any other may (messages may
+    have come for a claimed instance while it was leased)."""
     outcomes: list[Exception | None] = [None] * len(commits)
     if take is not None:
         take.items.clear()  # (what an attempt that was rolled back leased is not leased)
@@ -58,10 +63,12 @@ def commit_all(
             iid = c.item.instance_id
             if c.results and iid not in adopted:
                 outcomes[k] = results_refused(iid, current=iid in busy)
+        work = any(o is not None for o in outcomes)  # (their results wait as messages)
         commits = [c for k, c in enumerate(commits) if outcomes[k] is None]
+        work |= any(not c.results or _reaches_out(c) for c in commits)
         written, queued = _commit_held(raw, commits, now, take, adopted)
-        return merge_outcomes(outcomes, written), queued
-    return _commit_held(raw, commits, now, take, set())
+        return merge_outcomes(outcomes, written), queued, work
+    return (*_commit_held(raw, commits, now, take, set()), True)
 
 
 def _adopt(

@@ -353,10 +353,13 @@ class SqliteStore:
     ) -> list[Exception | None]:
         if take is not None:
             self._owners.hold(take.owner)
-        outcomes, queued = await self._write(decisions.commit_all, commits, us(self.clock()), take)
+        outcomes, queued, work = await self._write(
+            decisions.commit_all, commits, us(self.clock()), take
+        )
         if queued:
             self.activity_work.notify()
-        self.orchestration_work.notify()
+        if work:
+            self.orchestration_work.notify()
         self.instance_changes.notify()
         return outcomes
 
