@@ -1,11 +1,13 @@
-"""What an orchestration's commands become in the store: messages and new instances."""
+"""What an orchestration's commands become in the store (messages and new instances), and
+what an activity's stream writes do."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import assert_never
+from typing import Any, assert_never
 
 from durable.core.commands import (
     CallEntity,
@@ -19,6 +21,7 @@ from durable.core.commands import (
     StartChildOrchestration,
     UnlockEntities,
 )
+from durable.core.context import StreamSink
 from durable.core.decision import Decision
 from durable.core.engine import Execution
 from durable.core.entity import EntityInstanceId, EntityOperationFailedException
@@ -39,12 +42,16 @@ from durable.core.events import (
     TimerFired,
     qualified_name,
 )
+from durable.core.payload import PayloadCodec
 from durable.store.base import (
     ActivityResult,
+    ActivityWorkItem,
     Message,
     NewInstance,
     OrchestrationCommit,
     OrchestrationWorkItem,
+    Store,
+    StoredChunk,
 )
 
 
@@ -305,3 +312,31 @@ def commit_for(
         carried=tuple(carried),
         results=results,
     )
+
+
+class ActivityStreams(StreamSink):
+    """Stream writes of one activity attempt, stored before each write returns."""
+
+    def __init__(
+        self,
+        store: Store,
+        codec: PayloadCodec,
+        item: ActivityWorkItem,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._store = store
+        self._codec = codec
+        self._item = item
+        self._loop = loop
+
+    async def write(self, name: str, data: Any, close: bool) -> None:
+        chunk = None
+        if not close or data is not None:
+            encoded = self._codec.encode(data, f"chunk of stream {name!r}")
+            chunk = StoredChunk(
+                index=0, data=encoded, task_id=self._item.task_id, attempt=self._item.attempt
+            )
+        await self._store.append_stream(self._item.instance_id, name, chunk, close)
+
+    def write_sync(self, name: str, data: Any, close: bool) -> None:
+        asyncio.run_coroutine_threadsafe(self.write(name, data, close), self._loop).result()

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from durable._entities import decide_entity
-from durable._records import commit_for, report_to_parent
-from durable.core.context import ActivityContext, StreamSink
+from durable._records import ActivityStreams, commit_for, report_to_parent
+from durable.core.context import ActivityContext
 from durable.core.decision import EngineOptions
 from durable.core.engine import Execution
 from durable.core.entity import Entity, is_entity_id
@@ -57,7 +57,6 @@ from durable.store.base import (
     OrchestrationCommit,
     OrchestrationWorkItem,
     Store,
-    StoredChunk,
 )
 from durable.store.flow import flow_holder
 
@@ -458,10 +457,13 @@ class Worker:
             return None
         self._blocked.pop(iid, None)
         if not execution.is_finished:
-            self._cache[iid] = execution
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._keep(iid, execution)
         return commit
+
+    def _keep(self, iid: str, execution: Execution) -> None:
+        self._cache[iid] = execution
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     def _step(
         self,
@@ -477,15 +479,47 @@ class Worker:
         )
         return commit_for(item, execution, decision, now, results)
 
-    def _decide_on_results(self, batch: list[ActivityResult]) -> list[OrchestrationCommit]:
-        """Decide at once on the results of instances this worker has in memory, taking
-        those results out of `batch`: the store writes each decision with its results, in
-        one transaction, if the instance is idle and unchanged (see `OrchestrationCommit`)."""
+    async def _recall(self, batch: Sequence[ActivityResult]) -> dict[str, Execution]:
+        """Load and replay the orchestrations that results are for and that this worker
+        does not have in memory (another worker decided them last, or the cache let them
+        go), so that it decides on the results at once: a history read, where a result
+        sent as a message would cost the decider a claim, and its next activity a trip
+        through the queue. One that cannot be loaded or replayed is left out: its results
+        go as messages, and the usual path deals with it."""
+        loaded: dict[str, Execution] = {}
+
+        async def load(iid: str, execution_id: str) -> None:
+            try:
+                history = await self.store.load_history(iid, execution_id)
+                execution = Execution(self._registry.orchestrator, self._codec, self._options)
+                execution.replay(history)
+            except Exception:
+                log.debug("orchestration %s: could not load it for results", iid, exc_info=True)
+                return
+            if history and not execution.is_finished:
+                loaded[iid] = execution
+
+        missing = {
+            r.item.instance_id: r.item.execution_id
+            for r in batch
+            if (e := self._cache.get(r.item.instance_id)) is None
+            or e.execution_id != r.item.execution_id
+        }
+        await asyncio.gather(*(load(i, e) for i, e in missing.items()))
+        return loaded
+
+    def _decide_on_results(
+        self, batch: list[ActivityResult], loaded: dict[str, Execution]
+    ) -> list[OrchestrationCommit]:
+        """Decide at once on the results of instances this worker has in memory (or
+        `loaded`), taking those results out of `batch`: the store writes each decision with
+        its results, in one transaction, if the instance is idle and unchanged (see
+        `OrchestrationCommit`)."""
         mine: dict[str, list[ActivityResult]] = {}
         seen: set[int] = set()  # (one result per activity: the first)
         for result in batch:
             done = result.item
-            execution = self._cache.get(done.instance_id)
+            execution = loaded.get(done.instance_id, self._cache.get(done.instance_id))
             mine_now = execution is not None and execution.execution_id == done.execution_id
             if mine_now and done.id not in seen:
                 seen.add(done.id)
@@ -494,7 +528,9 @@ class Worker:
             return []
         commits: list[OrchestrationCommit] = []
         for iid, results in mine.items():
-            execution = self._cache.pop(iid)
+            cached = self._cache.pop(iid, None)
+            execution = loaded.get(iid, cached)
+            assert execution is not None
             item = OrchestrationWorkItem(
                 instance_id=iid,
                 execution_id=execution.execution_id,
@@ -511,7 +547,7 @@ class Worker:
                 mine[iid] = []
                 continue
             if not execution.is_finished:
-                self._cache[iid] = execution
+                self._keep(iid, execution)
             commits.append(commit)
         taken = {r.item.id for results in mine.values() for r in results}
         batch[:] = [r for r in batch if r.item.id not in taken]
@@ -618,7 +654,7 @@ class Worker:
                 if not await self._admit(item, limit, value):
                     return  # deferred: it waits in the store, for any worker
                 admitted = limit
-            streams = _ActivityStreams(self.store, self._codec, item, asyncio.get_running_loop())
+            streams = ActivityStreams(self.store, self._codec, item, asyncio.get_running_loop())
             ctx = ActivityContext(item.instance_id, item.task_id, item.attempt, item.name, streams)
             args = (ctx, value) if spec.takes_input else (ctx,)
             if spec.is_async:
@@ -721,7 +757,7 @@ class Worker:
             StoreError: not everything could be recorded; `batch` keeps what was not.
         """
         if self.store.direct_results:
-            decided = self._decide_on_results(batch)
+            decided = self._decide_on_results(batch, await self._recall(batch))
             if decided:
                 for failed in await self._commit(decided, time.time()):
                     batch.extend(failed.results)  # (nothing of them was written)
@@ -750,31 +786,3 @@ class Worker:
             deciding = list(self._deciding)
             if held or deciding:
                 await self.store.renew_leases(self.id, deciding, held, self._lease)
-
-
-class _ActivityStreams(StreamSink):
-    """Stream writes of one activity attempt, stored before each write returns."""
-
-    def __init__(
-        self,
-        store: Store,
-        codec: PayloadCodec,
-        item: ActivityWorkItem,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self._store = store
-        self._codec = codec
-        self._item = item
-        self._loop = loop
-
-    async def write(self, name: str, data: Any, close: bool) -> None:
-        chunk = None
-        if not close or data is not None:
-            encoded = self._codec.encode(data, f"chunk of stream {name!r}")
-            chunk = StoredChunk(
-                index=0, data=encoded, task_id=self._item.task_id, attempt=self._item.attempt
-            )
-        await self._store.append_stream(self._item.instance_id, name, chunk, close)
-
-    def write_sync(self, name: str, data: Any, close: bool) -> None:
-        asyncio.run_coroutine_threadsafe(self.write(name, data, close), self._loop).result()

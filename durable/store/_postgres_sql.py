@@ -642,9 +642,7 @@ async def _write_outcomes(tx: Tx, accepted: Sequence[OrchestrationCommit]) -> No
         fresh = commit.new_execution is not None  # a new execution has no outcome yet
         failure = None if fresh or not commit.failure else _FAILURE_ENCODER.encode(commit.failure)
         output = None if fresh else commit.output
-        updates.append(
-            (iid, row.status, commit.custom_status, output, failure, row.length, owner)
-        )
+        updates.append((iid, row.status, commit.custom_status, output, failure, row.length, owner))
     await tx.c.execute(
         # (the worker that decided it sticks: it holds the lease, or took the instance
         # idle to decide on results, see `commit_with_results`)

@@ -107,8 +107,9 @@ async def test_a_rate_limit_holds_across_two_worker_processes(tmp_path: Path) ->
     times = sorted(c.at for c in server.calls)
     assert len(times) == calls_wanted
     # The store grants at most `limit` starts per window; the requests reach the server a
-    # little after their grants, so a server-side window is checked with a small margin.
-    margin = 0.05
+    # little after their grants (on a loaded machine, up to a few hundred ms: seen failing
+    # with 50 ms during a full test run), so a server-side window is checked with a margin.
+    margin = 0.25
     worst = max(sum(1 for t in times if start <= t < start + window - margin) for start in times)
     assert worst <= limit, worst
     # ...and the work was not serialized needlessly: 16 calls at 4 per second take ~3 s.

@@ -209,10 +209,16 @@ def chain(ctx: task.OrchestrationContext, n: int):  # type: ignore[no-untyped-de
 
 
 class Counting(SqliteStore):
-    """Counts how activity results reach the store."""
+    """Counts how activity results reach the store, and the work items claimed."""
 
     completed = 0
     direct = 0
+    claimed = 0
+
+    async def claim_orchestrations(self, owner, limit, lease_seconds):  # type: ignore[no-untyped-def]
+        items = await super().claim_orchestrations(owner, limit, lease_seconds)
+        self.claimed += len(items)
+        return items
 
     async def complete_activities(self, results):  # type: ignore[no-untyped-def]
         self.completed += len(results)
@@ -239,6 +245,43 @@ async def test_a_worker_records_a_chain_with_its_decisions_and_the_history_is_th
     assert histories[0] == histories[1]
     assert histories[0].count(TaskScheduled.__name__) == 20
     assert histories[0].count(OrchestratorStarted.__name__) == 21
+
+
+async def test_a_worker_that_does_not_hold_the_instance_in_memory_loads_it_for_its_results(
+    tmp_path: Path,
+) -> None:
+    """With no cache (or when another worker decided the instance last), the worker that
+    ran the activity reads the history and decides on the result at once: no message,
+    and no claim."""
+    store = Counting(tmp_path / "direct.db")
+    worker = durable.Worker(store, orchestrators=[chain], activities=[step], cache_size=0)
+    async with store, worker:
+        client = durable.Client(store)
+        iid = await client.schedule_new_orchestration(chain, input=20)
+        state = await client.wait_for_orchestration_completion(iid, timeout=30)
+        history = [type(e).__name__ for e in await store.get_history(iid)]
+    assert state is not None and state.get_output() == 20
+    assert (store.direct, store.completed, store.claimed) == (20, 0, 1)  # (1: the start)
+    assert history.count(TaskScheduled.__name__) == 20
+
+
+async def test_two_workers_that_run_each_others_activities_finish_every_chain_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workers that take each other's activities decide on the results where they ran:
+    every chain finishes with its own result, each step scheduled once, and what the
+    store refused along the way (a worker's stale copy of an instance) is not warned of."""
+    store = Counting(tmp_path / "direct.db")
+    options = {"orchestrators": [chain], "activities": [step], "max_concurrent_activities": 4}
+    async with store, durable.Worker(store, **options), durable.Worker(store, **options):
+        client = durable.Client(store)
+        ids = [await client.schedule_new_orchestration(chain, input=8) for _ in range(40)]
+        states = [await client.wait_for_orchestration_completion(i, timeout=60) for i in ids]
+        histories = [[type(e).__name__ for e in await store.get_history(i)] for i in ids]
+    assert [s.get_output() if s is not None else None for s in states] == [8] * 40
+    assert all(h.count(TaskScheduled.__name__) == 8 for h in histories)
+    assert store.direct > 0
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def slow(ctx: task.ActivityContext, x: int) -> int:
