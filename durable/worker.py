@@ -144,6 +144,9 @@ class Worker:
         self._slot_free: asyncio.Event | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._deciding: set[str] = set()  # entities whose operations run now
+        # Instances decided here whose decision is not written yet: their executions in
+        # memory are ahead of the store, so no decision on results is made on top of them.
+        self._unwritten: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -362,6 +365,7 @@ class Worker:
                 self._cache.pop(commit.item.instance_id, None)
             return commits
         finally:
+            self._unwritten.difference_update(c.item.instance_id for c in commits)
             if take is not None:
                 self._reserved -= take.limit
                 if self._slot_free is not None:
@@ -477,6 +481,7 @@ class Worker:
         decision = execution.step(
             [OrchestratorStarted(timestamp=now), *orchestration_events(item.messages)]
         )
+        self._unwritten.add(item.instance_id)
         return commit_for(item, execution, decision, now, results)
 
     async def _recall(self, batch: Sequence[ActivityResult]) -> dict[str, Execution]:
@@ -502,8 +507,11 @@ class Worker:
         missing = {
             r.item.instance_id: r.item.execution_id
             for r in batch
-            if (e := self._cache.get(r.item.instance_id)) is None
-            or e.execution_id != r.item.execution_id
+            if r.item.instance_id not in self._unwritten
+            and (
+                (e := self._cache.get(r.item.instance_id)) is None
+                or e.execution_id != r.item.execution_id
+            )
         }
         await asyncio.gather(*(load(i, e) for i, e in missing.items()))
         return loaded
@@ -521,7 +529,7 @@ class Worker:
             done = result.item
             execution = loaded.get(done.instance_id, self._cache.get(done.instance_id))
             mine_now = execution is not None and execution.execution_id == done.execution_id
-            if mine_now and done.id not in seen:
+            if mine_now and done.id not in seen and done.instance_id not in self._unwritten:
                 seen.add(done.id)
                 mine.setdefault(done.instance_id, []).append(result)
         if not mine:

@@ -311,3 +311,48 @@ async def test_an_event_that_comes_during_an_activity_is_not_lost_nor_warned_abo
     assert state is not None and state.get_output() == [1, 2]
     assert store.direct == 1 and store.completed == 0  # tried, and queued in that commit
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def activity_and_event(ctx: task.OrchestrationContext, _: None):  # type: ignore[no-untyped-def]
+    got = yield task.when_all([ctx.call_activity(slow, input=1), ctx.wait_for_external_event("go")])
+    return got
+
+
+class SlowClaimedCommits(Counting):
+    """Writes decisions on events slowly, and notes a decision that arrives for an instance
+    while another decision of it is being written."""
+
+    overlapping: list[str]
+    in_flight: set[str]
+
+    async def commit_orchestrations(self, commits, take=None):  # type: ignore[no-untyped-def]
+        ids = {c.item.instance_id for c in commits}
+        self.overlapping.extend(ids & self.in_flight)
+        self.in_flight |= ids
+        try:
+            if any(type(m).__name__ == "EventRaised" for c in commits for m in c.item.messages):
+                await asyncio.sleep(0.3)  # (the activity ends meanwhile)
+            return await super().commit_orchestrations(commits, take)
+        finally:
+            self.in_flight -= ids
+
+
+async def test_a_result_that_comes_while_a_decision_is_being_written_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """The event's decision is being written when the activity's result comes: the worker
+    decides on the result only after that write (never a second decision of one instance
+    on top of one not yet written), and the orchestration ends with both."""
+    store = SlowClaimedCommits(tmp_path / "direct.db")
+    store.overlapping, store.in_flight = [], set()
+    async with (
+        store,
+        durable.Worker(store, orchestrators=[activity_and_event], activities=[slow]),
+    ):
+        client = durable.Client(store)
+        iid = await client.schedule_new_orchestration(activity_and_event)
+        await asyncio.sleep(0.15)  # the activity runs (0.3 s)
+        await client.raise_orchestration_event(iid, "go", data=2)
+        state = await client.wait_for_orchestration_completion(iid, timeout=30)
+    assert state is not None and state.get_output() == [1, 2]
+    assert store.overlapping == []
