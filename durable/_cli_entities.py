@@ -7,12 +7,12 @@ import json
 import sys
 from typing import Any
 
+from durable._cli_instances import DEFAULT_STORE, default_store
 from durable.client import Client
 from durable.core.entity import EntityInstanceId, EntityMetadata
 from durable.core.errors import DurableError
 from durable.store.open import open_store
 
-DEFAULT_STORE = "sqlite:///durable.db"
 _SHOWN = 200  # characters of a state on a `list` line
 
 
@@ -20,7 +20,7 @@ def add_parser(commands: Any) -> None:
     """The `entity` command and its subcommands."""
     entity = commands.add_parser("entity", help="list, show and signal durable entities")
     entity.add_argument(
-        "--store", default=DEFAULT_STORE, metavar="URL", help=f"default: {DEFAULT_STORE}"
+        "--store", default=None, metavar="URL", help=f"default: $DURABLE_STORE or {DEFAULT_STORE}"
     )
     actions = entity.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="entities, oldest first")
@@ -38,10 +38,11 @@ def add_parser(commands: Any) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     """Run `durable entity ...`; returns the exit code."""
+    url = args.store or default_store()
     try:
-        store = open_store(args.store)
+        store = open_store(url)
     except (ValueError, DurableError) as e:
-        return _fail(f"cannot open the store {args.store!r}: {e}", 2)
+        return _fail(f"cannot open the store {url!r}: {e}", 2)
     try:
         client = Client(store)
         match args.action:

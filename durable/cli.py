@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from durable import _cli_entities
+from durable import _cli_entities, _cli_instances, _cli_worker
 from durable import demo as demo_module
 from durable.core.errors import DurableError
 from durable.testing.replayer import Replayer
@@ -45,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="module:name",
         help="orchestrator functions to register (or a list of them)",
     )
+    _cli_instances.add_parsers(commands)
+    _cli_worker.add_parser(commands, _cli_instances.DEFAULT_STORE)
     _cli_entities.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -60,13 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _replay(args.history, args.orchestrators)
     if args.command == "entity":
         return asyncio.run(_cli_entities.run(args))
+    if args.command in _cli_instances.COMMANDS:
+        return _cli_instances.run(args)
+    if args.command == "worker":
+        return _cli_worker.run(args, args.store or _cli_instances.default_store())
     parser.error(f"unknown command {args.command!r}")
     return 2
 
 
 def _replay(paths: list[Path], targets: list[str]) -> int:
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # import the project's modules, as `python -m` does
     replayer = Replayer()
     try:
         for target in targets:
@@ -96,9 +99,7 @@ def _import(target: str) -> list[Callable[..., Any]]:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"{target!r}: expected module:name, like app.agents:research_agent")
-    value: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        value = getattr(value, part)
+    value = _cli_worker.load(target)
     if isinstance(value, list | tuple):
         return list(value)
     if not callable(value):

@@ -13,6 +13,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -208,7 +209,9 @@ class SqliteStore:
     def _configure(self, raw: Conn) -> None:
         try:
             self._check_version(raw)  # before anything changes the file
-            mode = raw.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = raw.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                mode = self._to_wal(raw)
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: SQLite could not switch to WAL (got {mode!r})")
             raw.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -218,6 +221,18 @@ class SqliteStore:
             self._migrate(raw)
         except sqlite3.Error as e:
             raise _store_error(e, f"cannot open {self.path}") from e
+
+    def _to_wal(self, raw: Conn) -> str:
+        # A new file that another process opens at the same moment: the switch fails at
+        # once while that process holds a lock (SQLite calls no busy handler for it).
+        deadline = time.monotonic() + self._busy_ms / 1000
+        while True:
+            try:
+                return str(raw.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
 
     def _check_version(self, raw: Conn) -> int:
         version = int(raw.execute("PRAGMA user_version").fetchone()[0])
