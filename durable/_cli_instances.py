@@ -338,9 +338,12 @@ async def _history(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print(history.to_json())
         return 0
-    start = min((e.timestamp for e in history), default=None)  # (stamped by several clocks)
+    if not history:
+        print("(no history yet: the instance has not started)")
+        return 0
+    start = min(e.timestamp for e in history)  # (events are stamped by several clocks)
     for line in _timeline.lines(history):
-        offset = (line.at - start).total_seconds() if start is not None else 0.0
+        offset = (line.at - start).total_seconds()
         mark = "!" if line.failed else " "
         print(f"{mark}{line.number:>5}  {offset:>+10.3f}s  {line.category:<8}  {line.text}")
     return 0
@@ -349,11 +352,11 @@ async def _history(client: Client, args: argparse.Namespace) -> int:
 async def _watch(client: Client, args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
     while True:
-        frame, active = await _frame(client, args)
+        frame, moving = await _frame(client, args)
         if tty:
             sys.stdout.write("\x1b[H\x1b[J")
         print(frame, flush=True)
-        if args.once or (args.until_done and not active):
+        if args.once or (args.until_done and not moving):
             return 0
         if not tty:
             print()
@@ -361,7 +364,7 @@ async def _watch(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _frame(client: Client, args: argparse.Namespace) -> tuple[str, int]:
-    """One display of the instances under way; and how many there are."""
+    """One display of the instances under way; and how many are pending or running."""
     counts: dict[str, int] = {}
     for status in OrchestrationStatus:
         counts[status.value] = await _count(client, status, args.name)
@@ -388,7 +391,8 @@ async def _frame(client: Client, args: argparse.Namespace) -> tuple[str, int]:
     active = sum(counts[s.value] for s in _ACTIVE)
     if active > len(shown):
         out.append(f"  ... and {active - len(shown)} more")
-    return "\n".join(out), active
+    moving = counts[OrchestrationStatus.PENDING.value] + counts[OrchestrationStatus.RUNNING.value]
+    return "\n".join(out), moving
 
 
 _COUNT_CAP = 10_000
