@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -32,7 +34,31 @@ def tests(session: nox.Session) -> None:
     """The whole test suite."""
     pyproject = nox.project.load_toml("pyproject.toml")
     session.install("-e", ".", *nox.project.dependency_groups(pyproject, "test"))
+    _browser(session)
     session.run("pytest", *session.posargs)
+
+
+def _browser(session: nox.Session) -> None:
+    """Debian's chromium and chromium-driver, for the dashboard's browser tests."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if shutil.which("apt-get") is None:
+        session.error("the dashboard tests need chromium and chromedriver on the PATH")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run(*sudo, "apt-get", "update", "-qq", external=True, env=env)
+    session.run(
+        *sudo,
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "chromium",
+        "chromium-driver",
+        external=True,
+        env=env,
+    )
 
 
 @nox.session

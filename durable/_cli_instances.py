@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     """Run one instance command; returns the exit code."""
     name = args.command
     try:
-        store = _open(args.store or default_store())
+        store = open_for_reading(args.store or default_store())
     except UsageError as e:
         return _fail(name, str(e), 2)
     handler = _HANDLERS[name]
@@ -188,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
-def _open(url: str) -> Store:
+def open_for_reading(url: str) -> Store:
+    """The store at `url`; a SQLite file must exist already (reading makes none)."""
     scheme, _, rest = url.partition("://")
     if scheme.lower() == "sqlite":
         path = Path(rest[1:] if rest.startswith("/") else rest)
@@ -365,9 +366,7 @@ async def _watch(client: Client, args: argparse.Namespace) -> int:
 
 async def _frame(client: Client, args: argparse.Namespace) -> tuple[str, int]:
     """One display of the instances under way; and how many are pending or running."""
-    counts: dict[str, int] = {}
-    for status in OrchestrationStatus:
-        counts[status.value] = await _count(client, status, args.name)
+    counts = await status_counts(client, args.name)
     now = datetime.now(UTC)
     head = "  ".join(f"{k.lower()} {v}" for k, v in counts.items() if v)
     out = [f"durable watch  {now.isoformat(timespec='seconds')}  {head or 'no orchestrations'}"]
@@ -395,16 +394,21 @@ async def _frame(client: Client, args: argparse.Namespace) -> tuple[str, int]:
     return "\n".join(out), moving
 
 
-_COUNT_CAP = 10_000
+COUNT_CAP = 10_000
+"""Counts stop here: a status with more shows this many."""
 
 
-async def _count(client: Client, status: OrchestrationStatus, name: str | None) -> int:
-    n = 0
-    async for _ in client.list_orchestrations(
-        status=status, name=name, limit=_COUNT_CAP, page_size=1000
-    ):
-        n += 1
-    return n
+async def status_counts(client: Client, name: str | None = None) -> dict[str, int]:
+    """How many orchestrations (of `name`, if given) are in each status, up to COUNT_CAP."""
+    counts: dict[str, int] = {}
+    for status in OrchestrationStatus:
+        n = 0
+        async for _ in client.list_orchestrations(
+            status=status, name=name, limit=COUNT_CAP, page_size=1000
+        ):
+            n += 1
+        counts[status.value] = n
+    return counts
 
 
 # -- acting ----------------------------------------------------------------------------
@@ -567,16 +571,27 @@ _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _time(text: str) -> datetime:
-    """An ISO time (UTC if it names no zone), or an age before now: 30s, 15m, 2h, 7d."""
+def parse_time(text: str) -> datetime:
+    """An ISO time (UTC if it names no zone), or an age before now: 30s, 15m, 2h, 7d.
+
+    Raises:
+        ValueError: it is neither.
+    """
     age = _AGE.fullmatch(text.strip())
     if age is not None:
         return datetime.now(UTC) - timedelta(seconds=float(age[1]) * _UNITS[age[2]])
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        _bad(f"{text!r} is neither an ISO time nor an age like 15m")
+        raise ValueError(f"{text!r} is neither an ISO time nor an age like 15m") from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _time(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        _bad(str(e))
 
 
 def _bad(message: str) -> NoReturn:

@@ -46,6 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _cli_instances.add_parsers(commands)
     _cli_worker.add_parser(commands, _cli_instances.DEFAULT_STORE)
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve a web dashboard of the store's orchestrations (needs durable[dashboard])",
+    )
+    dashboard.add_argument("--store", default=None, metavar="URL")
+    dashboard.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine)")
+    dashboard.add_argument("--port", type=int, default=8321, help="default: 8321")
     _cli_entities.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -63,10 +70,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_cli_entities.run(args))
     if args.command in _cli_instances.COMMANDS:
         return _cli_instances.run(args)
+    if args.command == "dashboard":
+        return _dashboard(args.store or _cli_instances.default_store(), args.host, args.port)
     if args.command == "worker":
         return _cli_worker.run(args, args.store or _cli_instances.default_store())
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _dashboard(url: str, host: str, port: int) -> int:
+    try:
+        import uvicorn  # noqa: PLC0415 - the dashboard extra, on demand
+
+        from durable.dashboard import create_app  # noqa: PLC0415
+    except ImportError as e:
+        print(f"durable dashboard: {e}: pip install 'durable[dashboard]'", file=sys.stderr)
+        return 2
+    try:
+        store = _cli_instances.open_for_reading(url)
+    except _cli_instances.UsageError as e:
+        print(f"durable dashboard: {e}", file=sys.stderr)
+        return 2
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"durable dashboard: serving on {host}: it has no login, and anyone who reaches it"
+            " can terminate your orchestrations",
+            file=sys.stderr,
+        )
+    print(f"durable dashboard: http://{host}:{port}/ (Ctrl-C stops it)", file=sys.stderr)
+    uvicorn.run(create_app(store, close_store=True), host=host, port=port, log_level="warning")
+    return 0
 
 
 def _replay(paths: list[Path], targets: list[str]) -> int:

@@ -107,7 +107,8 @@ class Gemini:
             ModelRequestError: any other HTTP 4xx, or a blocked prompt (not retried).
         """
         client = self._genai()
-        contents = [_content_dict(c) for c in request.contents]
+        # (plain dicts of google-genai's ContentDict shape; the SDK validates them)
+        contents: list[Any] = [_content_dict(c) for c in request.contents]
         config = _config(request)
         try:
             if on_text is None:
