@@ -1,4 +1,4 @@
-"""Development sessions: `nox -s lint typing tests` is what CI runs."""
+"""Development sessions: `nox -s lint typing tests docs` is what CI runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "typing", "tests"]
+nox.options.sessions = ["lint", "typing", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -59,6 +59,14 @@ def _browser(session: nox.Session) -> None:
         external=True,
         env=env,
     )
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The docs site (MkDocs Material, API reference from docstrings); warnings fail it."""
+    pyproject = nox.project.load_toml("pyproject.toml")
+    session.install("-e", ".[dashboard]", *nox.project.dependency_groups(pyproject, "docs"))
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session

@@ -359,7 +359,8 @@ class Client:
         Args:
             status: one status or several.
             name: the orchestrator name.
-            created_from, created_to: creation time bounds (inclusive).
+            created_from: only instances created at or after this time.
+            created_to: only instances created at or before this time.
             limit: stop after this many.
             page_size: instances fetched per store query.
         """

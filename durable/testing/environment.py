@@ -59,14 +59,17 @@ class TestEnvironment:
     `auto_advance=False` and `advance()` by hand.
 
     Args:
-        orchestrators, activities: what the worker runs.
+        orchestrators: the orchestrators the worker runs.
+        activities: the activities the worker runs.
         start: the virtual time at the start.
         auto_advance: jump to the next timer whenever everything is idle.
         worker_options: passed to `Worker` (concurrency, payload cap, ...).
 
     Attributes:
-        store: the in-memory store. clock: the virtual clock.
-        worker: the running worker. client: a client on the store.
+        store: the in-memory store.
+        clock: the virtual clock.
+        worker: the running worker.
+        client: a client on the store.
     """
 
     __test__ = False  # not a pytest test class, whatever its name says

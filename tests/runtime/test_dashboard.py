@@ -24,7 +24,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import durable
 from durable import task
@@ -144,6 +145,13 @@ def css(browser: WebDriver, selector: str) -> Any:
     return browser.find_element(By.CSS_SELECTOR, selector)
 
 
+def click(browser: WebDriver, selector: str) -> None:
+    """Click what loads a new page, and wait until it has."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    css(browser, selector).click()
+    WebDriverWait(browser, 15).until(staleness_of(old))
+
+
 def count_of(browser: WebDriver, status: str) -> str:
     return str(css(browser, f'#counts [data-status="{status}"] b').text)
 
@@ -177,11 +185,11 @@ def test_the_list_counts_live_filters_and_links(site: Site, browser: WebDriver) 
     site.until(lambda: count_of(browser, "COMPLETED") == "5", "the live count", timeout=15)
 
     Select(css(browser, "#filters select[name=status]")).select_by_value("FAILED")
-    css(browser, "#filters button").click()
+    click(browser, "#filters button")
     site.until(lambda: "status=FAILED" in browser.current_url, "the filter")
     rows = browser.find_elements(By.CSS_SELECTOR, "#instances tbody tr")
     assert [r.get_attribute("data-id") for r in rows] == ["broken"]
-    css(browser, '#instances a[href$="/instances/broken"]').click()
+    click(browser, '#instances a[href$="/instances/broken"]')
     site.until(lambda: browser.current_url.endswith("/instances/broken"), "the instance page")
     assert "broken" in css(browser, "h1").text
     assert "FAILED" in css(browser, "#status").text
@@ -251,18 +259,18 @@ def test_actions_ask_for_confirmation_then_act(site: Site, browser: WebDriver) -
     browser.get(f"{site.url}instances/act-1")
 
     # Cancel leaves it alone
-    css(browser, "#action-terminate button").click()
+    click(browser, "#action-terminate button")
     assert "Terminate act-1?" in css(browser, "h1").text
-    css(browser, "#cancel").click()
+    click(browser, "#cancel")
     site.until(lambda: browser.current_url.endswith("/instances/act-1"), "the way back")
     time.sleep(0.2)
     assert site.status(iid) is S.RUNNING
 
     css(browser, "#action-suspend input[name=reason]").send_keys("lunch")
-    css(browser, "#action-suspend button").click()
+    click(browser, "#action-suspend button")
     assert "Suspend act-1?" in css(browser, "h1").text
     assert site.status(iid) is S.RUNNING  # nothing until confirmed
-    css(browser, "#confirm-button").click()
+    click(browser, "#confirm-button")
     assert css(browser, "#notice").text == "suspend sent"
     site.until(lambda: site.status(iid) is S.SUSPENDED, "the suspension")
 
@@ -270,16 +278,16 @@ def test_actions_ask_for_confirmation_then_act(site: Site, browser: WebDriver) -
     assert not browser.find_elements(By.ID, "action-suspend")
     css(browser, "#action-raise-event input[name=event]").send_keys("approve")
     css(browser, "#action-raise-event input[name=data]").send_keys("{not json")
-    css(browser, "#action-raise-event button").click()
+    click(browser, "#action-raise-event button")
     assert "not JSON" in css(browser, "#error").text
     browser.get(f"{site.url}instances/act-1")
     css(browser, "#action-raise-event input[name=event]").send_keys("approve")
     css(browser, "#action-raise-event input[name=data]").send_keys('{"by": "ann"}')
-    css(browser, "#action-raise-event button").click()
+    click(browser, "#action-raise-event button")
     assert "Send event 'approve' to act-1?" in css(browser, "h1").text
-    css(browser, "#confirm-button").click()
-    css(browser, "#action-resume button").click()
-    css(browser, "#confirm-button").click()
+    click(browser, "#confirm-button")
+    click(browser, "#action-resume button")
+    click(browser, "#confirm-button")
     state = site.client.wait_for_orchestration_completion(iid, timeout=20)
     assert state.get_output()["ok"] == {"by": "ann"}
     history = [type(e).__name__ for e in site.client.get_orchestration_history(iid)]
@@ -291,8 +299,8 @@ def test_actions_ask_for_confirmation_then_act(site: Site, browser: WebDriver) -
     )
     BROKEN.clear()
     browser.get(f"{site.url}instances/fix-me")
-    css(browser, "#action-rewind button").click()
-    css(browser, "#confirm-button").click()
+    click(browser, "#action-rewind button")
+    click(browser, "#confirm-button")
     assert site.client.wait_for_orchestration_completion("fix-me", timeout=20).get_output() == [
         2,
         "break",
