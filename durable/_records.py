@@ -25,24 +25,28 @@ from durable.core.context import StreamSink
 from durable.core.decision import Decision
 from durable.core.engine import Execution
 from durable.core.entity import EntityInstanceId, EntityOperationFailedException
-from durable.core.errors import TaskFailedError
+from durable.core.errors import CorruptHistoryError, TaskFailedError
 from durable.core.events import (
     ChildOrchestrationCompleted,
+    ChildOrchestrationCreated,
     ChildOrchestrationFailed,
     EntityOperationCompleted,
     EntityOperationFailed,
     EntityRequest,
     EventRaised,
+    ExecutionCompleted,
     ExecutionRewound,
     ExecutionStarted,
     ExecutionTerminated,
     FailureDetails,
     InboundEvent,
+    OrchestratorStarted,
     ParentInstance,
     TimerFired,
     qualified_name,
 )
 from durable.core.payload import PayloadCodec
+from durable.core.state import OrchestrationStatus
 from durable.store.base import (
     ActivityResult,
     ActivityWorkItem,
@@ -72,6 +76,7 @@ def child_instance(
     now: datetime,
     *,
     rerun: bool = False,
+    trace: str | None = None,
 ) -> NewInstance:
     """The child instance a StartChildOrchestration command creates."""
     start = ExecutionStarted(
@@ -83,6 +88,7 @@ def child_instance(
         parent=ParentInstance(
             instance_id=item.instance_id, execution_id=item.execution_id, task_id=command.task_id
         ),
+        trace=trace,
     )
     return NewInstance(start=start, rerun=rerun)
 
@@ -241,8 +247,11 @@ def commit_for(
     decision: Decision,
     now: datetime,
     results: tuple[ActivityResult, ...] = (),
+    *,
+    trace: str | None = None,
 ) -> OrchestrationCommit:
-    """What one decision writes: the commit of `item`, with the commands as store records."""
+    """What one decision writes: the commit of `item`, with the commands as store records;
+    its activities and children carry `trace`, the decision's traceparent."""
     iid = item.instance_id
     activities: list[ScheduleActivity] = []
     messages: list[Message] = []
@@ -264,7 +273,7 @@ def commit_for(
                     children.append(entity)
                     messages.append(request)
             case StartChildOrchestration():
-                children.append(child_instance(item, command, now))
+                children.append(child_instance(item, command, now, trace=trace))
             case CompleteOrchestration(status=status, result=result, failure=failure):
                 if parent is not None:
                     messages.append(report_to_parent(parent, status, result, failure, now))
@@ -280,6 +289,7 @@ def commit_for(
                     execution_id=uuid.uuid4().hex,
                     input=x,
                     parent=parent,
+                    trace=execution.trace,  # (one trace, across executions)
                 )
                 carried = [Message(instance_id=iid, event=e) for e in events]
             case _:
@@ -293,7 +303,7 @@ def commit_for(
             case StartChildOrchestration():
                 # A running child is left as it is, a failed one rewound, a terminated
                 # one run anew.
-                children.append(child_instance(item, rerun, now, rerun=True))
+                children.append(child_instance(item, rerun, now, rerun=True, trace=trace))
                 again = ExecutionRewound(timestamp=now, reason="its parent was rewound")
                 messages.append(Message(instance_id=rerun.instance_id, event=again))
             case _:
@@ -311,6 +321,45 @@ def commit_for(
         new_execution=new_execution,
         carried=tuple(carried),
         results=results,
+        trace=trace,
+    )
+
+
+async def terminate_blocked(
+    store: Store, item: OrchestrationWorkItem, stop: ExecutionTerminated
+) -> OrchestrationCommit:
+    """Terminate an instance whose code cannot replay its history (a blocked one): the
+    history itself says whom to tell (unless it cannot be read either: then the parent is
+    not told)."""
+    try:
+        history = await store.load_history(item.instance_id, item.execution_id)
+    except CorruptHistoryError:
+        history = []
+    state = await store.get_state(item.instance_id)
+    now = store.clock()
+    events = (*history, *item.messages)
+    start = next((e for e in events if isinstance(e, ExecutionStarted)), None)
+    messages: list[Message] = []
+    if start is not None and start.parent is not None:
+        messages.append(report_to_parent(start.parent, "TERMINATED", stop.output, None, now))
+    if stop.recurse:
+        ended = {
+            e.task_id
+            for e in events
+            if isinstance(e, ChildOrchestrationCompleted | ChildOrchestrationFailed)
+        }
+        for e in history:
+            if isinstance(e, ChildOrchestrationCreated) and e.task_id not in ended:
+                halt = ExecutionTerminated(timestamp=now, output=None)
+                messages.append(Message(instance_id=e.instance_id, event=halt))
+    done = ExecutionCompleted(timestamp=now, status="TERMINATED", result=stop.output)
+    return OrchestrationCommit(
+        item=item,
+        events=(OrchestratorStarted(timestamp=now), stop, done),
+        status=OrchestrationStatus.TERMINATED,
+        custom_status=state.serialized_custom_status if state is not None else None,
+        output=stop.output,
+        messages=tuple(messages),
     )
 
 

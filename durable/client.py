@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from durable import tracing
 from durable._records import entity_instance, entity_request
 from durable.core.context import check_instance_id
 from durable.core.entity import EntityInstanceId, EntityMetadata, entity_target, read_record
@@ -86,15 +87,18 @@ class Client:
         encoded = self._codec.encode(input, f"input of orchestrator {name!r}")
         if start_at is not None:
             start_at = as_utc(start_at)
-        start = ExecutionStarted(
-            timestamp=self.store.clock(),
-            name=name,
-            instance_id=iid,
-            execution_id=uuid.uuid4().hex,
-            input=encoded,
-            scheduled_start=start_at,
-        )
-        await self.store.create_instance(NewInstance(start=start, visible_at=start_at))
+        attributes: tracing.Attributes = {"durable.instance_id": iid, "durable.orchestration": name}
+        with tracing.step(f"schedule {name}", None, "producer", attributes) as step:
+            start = ExecutionStarted(
+                timestamp=self.store.clock(),
+                name=name,
+                instance_id=iid,
+                execution_id=uuid.uuid4().hex,
+                input=encoded,
+                scheduled_start=start_at,
+                trace=step.traceparent,
+            )
+            await self.store.create_instance(NewInstance(start=start, visible_at=start_at))
         return iid
 
     async def get_orchestration_state(self, instance_id: str) -> OrchestrationState | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import threading
@@ -15,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from durable import tracing
 from durable._entities import decide_entity
-from durable._records import ActivityStreams, commit_for, report_to_parent
+from durable._records import ActivityStreams, commit_for, terminate_blocked
 from durable.core.context import ActivityContext
 from durable.core.decision import EngineOptions
 from durable.core.engine import Execution
@@ -29,10 +31,6 @@ from durable.core.errors import (
     StoreFullError,
 )
 from durable.core.events import (
-    ChildOrchestrationCompleted,
-    ChildOrchestrationCreated,
-    ChildOrchestrationFailed,
-    ExecutionCompleted,
     ExecutionRewound,
     ExecutionStarted,
     ExecutionTerminated,
@@ -46,13 +44,11 @@ from durable.core.events import (
 )
 from durable.core.functions import Registry
 from durable.core.payload import DEFAULT_MAX_PAYLOAD_BYTES, PayloadCodec
-from durable.core.state import OrchestrationStatus
 from durable.limits import ActivityLimit
 from durable.store.base import (
     ActivityResult,
     ActivityTake,
     ActivityWorkItem,
-    Message,
     Notifier,
     OrchestrationCommit,
     OrchestrationWorkItem,
@@ -456,7 +452,7 @@ class Worker:
             stop = next((m for m in item.messages if isinstance(m, ExecutionTerminated)), None)
             if stop is not None:  # ...but a blocked instance can still be terminated
                 self._blocked.pop(iid, None)
-                return await self._terminate_blocked(item, stop)
+                return await terminate_blocked(self.store, item, stop)
             await self._block(item, e)
             return None
         self._blocked.pop(iid, None)
@@ -478,11 +474,25 @@ class Worker:
         # A timer is never seen to fire early, even by a worker whose clock is behind.
         fired = [m.fire_at for m in item.messages if isinstance(m, TimerFired)]
         now = max([self.store.clock(), *fired])
-        decision = execution.step(
-            [OrchestratorStarted(timestamp=now), *orchestration_events(item.messages)]
+        events = [OrchestratorStarted(timestamp=now), *orchestration_events(item.messages)]
+        attributes: tracing.Attributes = {
+            "durable.instance_id": item.instance_id,
+            "durable.events": len(events),
+        }
+        name, trace = execution.name, execution.trace
+        start = (
+            None
+            if name
+            else next((m for m in item.messages if isinstance(m, ExecutionStarted)), None)
         )
-        self._unwritten.add(item.instance_id)
-        return commit_for(item, execution, decision, now, results)
+        if start is not None:  # its first decision: the start is among the messages
+            name, trace = start.name, start.trace
+        with tracing.step(f"orchestration {name}", trace, "internal", attributes,
+                          detached=True) as step:  # fmt: skip
+            decision = execution.step(events)
+            step.set("durable.status", decision.status.value)
+            self._unwritten.add(item.instance_id)
+            return commit_for(item, execution, decision, now, results, trace=step.traceparent)
 
     async def _recall(self, batch: Sequence[ActivityResult]) -> dict[str, Execution]:
         """Load and replay the orchestrations that results are for and that this worker
@@ -561,42 +571,6 @@ class Worker:
         batch[:] = [r for r in batch if r.item.id not in taken]
         return commits
 
-    async def _terminate_blocked(
-        self, item: OrchestrationWorkItem, stop: ExecutionTerminated
-    ) -> OrchestrationCommit:
-        # The code cannot replay the history, so the history itself says whom to tell
-        # (unless it cannot be read either: then the parent is not told).
-        try:
-            history = await self.store.load_history(item.instance_id, item.execution_id)
-        except CorruptHistoryError:
-            history = []
-        state = await self.store.get_state(item.instance_id)
-        now = self.store.clock()
-        events = (*history, *item.messages)
-        start = next((e for e in events if isinstance(e, ExecutionStarted)), None)
-        messages: list[Message] = []
-        if start is not None and start.parent is not None:
-            messages.append(report_to_parent(start.parent, "TERMINATED", stop.output, None, now))
-        if stop.recurse:
-            ended = {
-                e.task_id
-                for e in events
-                if isinstance(e, ChildOrchestrationCompleted | ChildOrchestrationFailed)
-            }
-            for e in history:
-                if isinstance(e, ChildOrchestrationCreated) and e.task_id not in ended:
-                    halt = ExecutionTerminated(timestamp=now, output=None)
-                    messages.append(Message(instance_id=e.instance_id, event=halt))
-        done = ExecutionCompleted(timestamp=now, status="TERMINATED", result=stop.output)
-        return OrchestrationCommit(
-            item=item,
-            events=(OrchestratorStarted(timestamp=now), stop, done),
-            status=OrchestrationStatus.TERMINATED,
-            custom_status=state.serialized_custom_status if state is not None else None,
-            output=stop.output,
-            messages=tuple(messages),
-        )
-
     async def _block(self, item: OrchestrationWorkItem, error: Exception) -> None:
         blocked = self._blocked.setdefault(item.instance_id, _Blocked(0))
         blocked.attempts += 1
@@ -649,6 +623,24 @@ class Worker:
         self._slot_free.set()
 
     async def _run_activity(self, item: ActivityWorkItem) -> None:
+        attributes: tracing.Attributes = {
+            "durable.instance_id": item.instance_id,
+            "durable.attempt": item.attempt,
+        }
+        with tracing.step(
+            f"activity {item.name}", item.trace, "consumer", attributes, detached=True
+        ) as step:
+            event = await self._attempt(item, step)
+        if event is None:
+            return  # deferred: it waits in the store, for any worker
+        self._running.pop(item.id, None)  # (its slot is the result's until it is recorded)
+        self._results.append(ActivityResult(item=item, event=event))
+        assert self._results_ready is not None
+        self._results_ready.set()
+
+    async def _attempt(self, item: ActivityWorkItem, step: tracing.Step) -> InboundEvent | None:
+        """Run the activity once: its TaskCompleted or TaskFailed event (None: deferred by
+        its limit)."""
         now = self.store.clock
         limit = self._limits.get(item.name)
         admitted: ActivityLimit | None = None
@@ -660,38 +652,32 @@ class Worker:
             )
             if limit is not None:
                 if not await self._admit(item, limit, value):
-                    return  # deferred: it waits in the store, for any worker
+                    return None
                 admitted = limit
             streams = ActivityStreams(self.store, self._codec, item, asyncio.get_running_loop())
             ctx = ActivityContext(item.instance_id, item.task_id, item.attempt, item.name, streams)
             args = (ctx, value) if spec.takes_input else (ctx,)
             if spec.is_async:
                 result = await spec.fn(*args)
-            else:
+            else:  # (in a thread, with this context: its span is the current one there)
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(
-                    self._executor, functools.partial(spec.fn, *args)
-                )
+                call = functools.partial(contextvars.copy_context().run, spec.fn, *args)
+                result = await loop.run_in_executor(self._executor, call)
             encoded = self._codec.encode(result, f"result of activity {item.name!r}")
-            event: InboundEvent = TaskCompleted(
-                timestamp=now(), task_id=item.task_id, result=encoded
-            )
+            return TaskCompleted(timestamp=now(), task_id=item.task_id, result=encoded)
         except asyncio.CancelledError:
             await self.store.abandon_activities([item])
             raise
         except Exception as e:
             if not isinstance(e, DurableError | NotRegisteredError):
                 log.debug("activity %s (%s) failed", item.name, item.instance_id, exc_info=True)
-            event = TaskFailed(
+            step.fail(e)
+            return TaskFailed(
                 timestamp=now(), task_id=item.task_id, failure=FailureDetails.from_exception(e)
             )
         finally:
             if admitted is not None:
                 await self._release(item, admitted, result)
-        self._running.pop(item.id, None)  # (its slot is the result's until it is recorded)
-        self._results.append(ActivityResult(item=item, event=event))
-        assert self._results_ready is not None
-        self._results_ready.set()
 
     async def _admit(self, item: ActivityWorkItem, limit: ActivityLimit, value: Any) -> bool:
         """Take a place in the activity's budget; False if it was deferred instead."""

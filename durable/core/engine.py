@@ -115,12 +115,12 @@ class Execution:
         self.codec = codec or PayloadCodec()
         self.options = options or EngineOptions()
         self.strict = False
-        """Also compare the arguments of recorded calls (inputs, timer times), not only
-        which calls were made; `durable.testing` turns it on."""
+        """Also compare recorded calls' arguments (inputs, timer times): durable.testing."""
         self.instance_id = ""
         self.execution_id = ""
         self.name = ""
         self.parent: ParentInstance | None = None
+        self.trace: str | None = None  # (where its work is traced: `durable.tracing`)
         self._children: dict[int, str] = {}
         self.now = datetime.min
         self.replaying = False
@@ -442,7 +442,7 @@ class Execution:
         self.instance_id = event.instance_id
         self.execution_id = event.execution_id
         self.name = event.name
-        self.parent = event.parent
+        self.parent, self.trace = event.parent, event.trace
         if self.now == datetime.min:
             self.now = event.timestamp
         try:

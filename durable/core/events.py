@@ -92,6 +92,8 @@ class ExecutionStarted(_Event, tag=True, frozen=True):
     input: str | None = None
     parent: ParentInstance | None = None
     scheduled_start: datetime | None = None
+    trace: str | None = None
+    """The W3C traceparent of the span that started it (`durable.tracing`), if any."""
 
 
 class OrchestratorStarted(_Event, tag=True, frozen=True):

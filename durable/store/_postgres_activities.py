@@ -30,11 +30,11 @@ async def claim_activities(tx: Tx, owner: str, limit: int, lease: int) -> list[A
         "       AND (lease_until IS NULL OR lease_until <= %(now)s)"
         "       ORDER BY ready_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS picked"
         " WHERE a.id = picked.id"
-        " RETURNING a.id, instance_id, execution_id, task_id, name, input, attempt",
+        " RETURNING a.id, instance_id, execution_id, task_id, name, input, attempt, trace",
         {"owner": owner, "expires": tx.now + lease, "now": tx.now, "limit": limit},
     )
     rows = sorted(await cur.fetchall())
-    return [activity_from_row(r, owner) for r in rows]
+    return [activity_from_row(r, owner, r[7]) for r in rows]
 
 
 async def complete_activities(tx: Tx, results: Sequence[ActivityResult]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # Each entry moves the hub's schema from version i to i + 1; never edit one that has
 # shipped. Times are microseconds since 1970 (UTC), as in the SQLite store.
@@ -98,5 +98,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         data        text,
         PRIMARY KEY (instance_id, name, idx)
     );
+    """,
+    """
+    -- The traceparent of the decision that scheduled the activity (durable.tracing).
+    ALTER TABLE activities ADD COLUMN trace text;
     """,
 )

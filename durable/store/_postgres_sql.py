@@ -562,9 +562,9 @@ async def commit_all(
         row.status = commit.status.value
         row.length = commit.item.history_length + len(commit.events)
     work = [
-        (commit.item.instance_id, commit.item.execution_id, a.task_id, a.name, a.attempt, a.input)
-        for commit in accepted
-        for a in commit.activities
+        (c.item.instance_id, c.item.execution_id, a.task_id, a.name, a.attempt, a.input, c.trace)
+        for c in accepted
+        for a in c.activities
     ]
     queued = await _insert_activities(tx, work, take)
     finished, failed, started = [], [], []
@@ -593,7 +593,9 @@ async def commit_all(
 
 
 async def _insert_activities(
-    tx: Tx, work: list[tuple[str, str, int, str, int, str | None]], take: ActivityTake | None
+    tx: Tx,
+    work: list[tuple[str, str, int, str, int, str | None, str | None]],
+    take: ActivityTake | None,
 ) -> bool:
     """Create the activity rows; the first `take.limit` leased to `take.owner` (listed in
     `take.items`). True if any is left for any worker to claim."""
@@ -602,16 +604,17 @@ async def _insert_activities(
     taken = 0 if take is None else max(0, min(take.limit, len(work)))
     lease = None if take is None else tx.now + round(take.lease_seconds * 1_000_000)
     owner = None if take is None else take.owner
-    columns = arrays.columns(work, Text, Text, Int8, Text, Int8, Text)
+    columns = arrays.columns(work, Text, Text, Int8, Text, Int8, Text, Text)
     cur = await tx.c.execute(
         "INSERT INTO activities (instance_id, execution_id, task_id, name, attempt,"
-        " ready_at, input, lease_owner, lease_until)"
-        " SELECT i, e, t, n, a, %s, p, CASE WHEN o <= %s THEN %s END,"
+        " ready_at, input, trace, lease_owner, lease_until)"
+        " SELECT i, e, t, n, a, %s, p, r, CASE WHEN o <= %s THEN %s END,"
         " CASE WHEN o <= %s THEN %s::bigint END"
         " FROM unnest(%b::text[], %b::text[], %b::integer[], %b::text[], %b::integer[],"
-        " %b::text[]) WITH ORDINALITY AS w(i, e, t, n, a, p, o)"
+        " %b::text[], %b::text[]) WITH ORDINALITY AS w(i, e, t, n, a, p, r, o)"
         " ON CONFLICT (instance_id, execution_id, task_id) DO NOTHING"
-        " RETURNING id, instance_id, execution_id, task_id, name, input, attempt, lease_owner",
+        " RETURNING id, instance_id, execution_id, task_id, name, input, attempt, lease_owner,"
+        " trace",
         (
             tx.now,
             taken,
@@ -623,7 +626,7 @@ async def _insert_activities(
     )
     rows = await cur.fetchall()
     if take is not None and owner is not None:
-        take.items.extend(activity_from_row(r, owner) for r in rows if r[7] is not None)
+        take.items.extend(activity_from_row(r, owner, r[8]) for r in rows if r[7] is not None)
     queued = any(r[7] is None for r in rows)
     if queued:
         tx.notes.add("a")

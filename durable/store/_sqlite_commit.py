@@ -271,15 +271,15 @@ def _add_activities(
             present |= {r[0] for r in raw.execute(query, batch)}
         kept = [n for n, r in enumerate(rows) if r[0] in present]
     raw.executemany(
-        "INSERT INTO activity_inputs (id, input) VALUES (?, ?)",
-        [(rows[n][0], wanted[n][1].input) for n in kept],
+        "INSERT INTO activity_inputs (id, input, trace) VALUES (?, ?, ?)",
+        [(rows[n][0], wanted[n][1].input, wanted[n][0].trace) for n in kept],
     )
     queued = False
     for n in kept:
         (aid, iid, execution_id, task_id, name, attempt, _, owner) = rows[n]
         if take is not None and owner is not None:
             row = (aid, iid, execution_id, task_id, name, wanted[n][1].input, attempt)
-            take.items.append(activity_from_row(row, owner))
+            take.items.append(activity_from_row(row, owner, wanted[n][0].trace))
         else:
             queued = True
     return queued
@@ -335,11 +335,12 @@ def _commit(raw: Conn, commit: OrchestrationCommit, now: int, take: ActivityTake
         )
         if added.rowcount == 1:  # not already waiting (a rewind asks again for running work)
             raw.execute(
-                "INSERT INTO activity_inputs (id, input) VALUES (?, ?)", (added.lastrowid, a.input)
+                "INSERT INTO activity_inputs (id, input, trace) VALUES (?, ?, ?)",
+                (added.lastrowid, a.input, commit.trace),
             )
             if take is not None and owner is not None:
                 row = (added.lastrowid, iid, item.execution_id, a.task_id, a.name, a.input)
-                take.items.append(activity_from_row((*row, a.attempt), owner))
+                take.items.append(activity_from_row((*row, a.attempt), owner, commit.trace))
             else:
                 queued = True
     for child in commit.children:

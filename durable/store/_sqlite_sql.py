@@ -42,7 +42,7 @@ from durable.store.flow import flow_holder
 
 Conn = sqlite3.Connection
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 # Each entry moves the schema from version i to i + 1; never edit one that has shipped.
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -159,6 +159,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 
     -- The unique (instance_id, execution_id, task_id) index finds an instance's activities.
     DROP INDEX activities_instance;
+    """,
+    """
+    -- The traceparent of the decision that scheduled the activity (durable.tracing).
+    ALTER TABLE activity_inputs ADD COLUMN trace TEXT;
     """,
 )
 
@@ -486,7 +490,7 @@ def claim_activities(
     raw: Conn, owner: str, limit: int, now: int, expires: int
 ) -> list[ActivityWorkItem]:
     rows = raw.execute(
-        "SELECT a.id, instance_id, execution_id, task_id, name, input, attempt"
+        "SELECT a.id, instance_id, execution_id, task_id, name, input, attempt, trace"
         " FROM activities AS a LEFT JOIN activity_inputs AS p ON p.id = a.id"
         " WHERE ready_at <= ? ORDER BY ready_at, a.id LIMIT ?",
         (now, limit),
@@ -495,7 +499,7 @@ def claim_activities(
         "UPDATE activities SET lease_owner = ?, ready_at = ? WHERE id = ?",
         [(owner, expires, r[0]) for r in rows],
     )
-    return [activity_from_row(r, owner) for r in rows]
+    return [activity_from_row(r, owner, r[7]) for r in rows]
 
 
 def complete_activities(raw: Conn, results: Sequence[ActivityResult], now: int) -> None:

@@ -146,6 +146,8 @@ class OrchestrationCommit(msgspec.Struct, frozen=True, kw_only=True):
             as `complete_activities` does, and the commit gets `LeaseLostError` (the
             instance was busy, or the decision stale: the history moved on, or another
             worker completed the activity). Expected now and then; nothing is lost.
+        trace: the decision's traceparent (`durable.tracing`): its activities' work
+            items carry it.
     """
 
     item: OrchestrationWorkItem
@@ -160,6 +162,7 @@ class OrchestrationCommit(msgspec.Struct, frozen=True, kw_only=True):
     new_execution: ExecutionStarted | None = None
     carried: tuple[Message, ...] = ()
     results: tuple[ActivityResult, ...] = ()
+    trace: str | None = None
 
 
 class ActivityWorkItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -173,6 +176,8 @@ class ActivityWorkItem(msgspec.Struct, frozen=True, kw_only=True):
     input: str | None
     attempt: int
     lease_owner: str
+    trace: str | None = None
+    """The traceparent of the decision that scheduled it (`durable.tracing`)."""
 
 
 @dataclass(slots=True)
@@ -582,10 +587,11 @@ def replaces(instance: NewInstance, status: str) -> bool:
     return True
 
 
-def activity_from_row(row: Sequence[Any], owner: str) -> ActivityWorkItem:
+def activity_from_row(row: Sequence[Any], owner: str, trace: str | None = None) -> ActivityWorkItem:
     """An activity work item from the SQL stores' columns: id, instance_id, execution_id,
     task_id, name, input, attempt."""
     return ActivityWorkItem(
+        trace=trace,
         id=row[0],
         instance_id=row[1],
         execution_id=row[2],

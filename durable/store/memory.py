@@ -423,6 +423,7 @@ class MemoryStore:
                     input=a.input,
                     attempt=a.attempt,
                     lease_owner="",
+                    trace=commit.trace,
                 )
             )
             act = self._activities[aid]

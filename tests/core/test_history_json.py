@@ -199,6 +199,7 @@ def _filled(kind: type) -> ev.HistoryEvent:
         "operation": "add",
         "signal_time": t + timedelta(hours=1),
         "entities": ("@account@a", "@account@b"),
+        "trace": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     }
     fields = {f: values[f] for f in kind.__struct_fields__ if f != "timestamp"}
     return kind(timestamp=t, **fields)

@@ -717,6 +717,26 @@ async def test_a_version_2_file_is_migrated_and_its_histories_read_the_same(
     assert_rows_consistent(path)
 
 
+async def test_a_version_3_file_gains_the_activity_trace_column_and_runs_on(
+    tmp_path: Path,
+) -> None:
+    # A file as durable with schema 3 left it (no trace column), with an instance that
+    # waits to start: after the migration a worker runs it, activities included.
+    path = tmp_path / "v3.db"
+    async with durable.SqliteStore(path) as store:
+        iid = await durable.Client(store).schedule_new_orchestration(chain, input="k")
+    with raw(path) as db:
+        db.execute("ALTER TABLE activity_inputs DROP COLUMN trace")
+        db.execute("PRAGMA user_version = 3")
+    async with durable.SqliteStore(path) as store, make_worker(store):
+        done = await completed(durable.Client(store), iid)
+    assert done.runtime_status is durable.OrchestrationStatus.COMPLETED
+    assert scalar(path, "PRAGMA user_version") == SCHEMA_VERSION
+    with raw(path) as db:
+        columns = {r[1] for r in db.execute("PRAGMA table_info(activity_inputs)")}
+    assert "trace" in columns
+
+
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "newer.db"
     async with durable.SqliteStore(path) as store:

@@ -88,6 +88,26 @@ async def test_many_stores_opening_a_new_hub_at_once_migrate_it_once(postgres_ur
         assert await cur.fetchall() == [(SCHEMA_VERSION,)]
 
 
+async def test_a_version_1_hub_gains_the_activity_trace_column(postgres_url: str) -> None:
+    hub = new_hub()
+    async with PostgresStore(postgres_url, hub=hub) as store:
+        await store.create_instance(new_instance("a"))
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(f'ALTER TABLE "durable_{hub}".activities DROP COLUMN trace')
+        await conn.execute(f'UPDATE "durable_{hub}".schema_version SET version = 1')
+    async with PostgresStore(postgres_url, hub=hub) as store:
+        assert await store.get_state("a") is not None
+    async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+        cur = await conn.execute(f'SELECT version FROM "durable_{hub}".schema_version')
+        assert await cur.fetchall() == [(SCHEMA_VERSION,)]
+        cur = await conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s"
+            " AND table_name = 'activities' AND column_name = 'trace'",
+            (f"durable_{hub}",),
+        )
+        assert await cur.fetchall() == [(1,)]
+
+
 async def test_a_hub_from_a_newer_durable_is_refused(postgres_url: str) -> None:
     hub = new_hub()
     async with PostgresStore(postgres_url, hub=hub) as store:
