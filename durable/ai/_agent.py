@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -30,6 +31,9 @@ ESCALATE = "escalate"
 TRANSFER_PREFIX = "transfer_to_"
 
 Stopped = Literal["done", "max_turns", "escalated"]
+
+log = logging.getLogger("durable.ai.agent")
+"""What agents do, logged once per decision: the replay-safe logger skips replays."""
 
 
 class AgentInput(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -297,6 +301,13 @@ class Agent:
             conversation.append(response.content)
             last_text = response.text or last_text
             calls = response.function_calls
+            ctx.create_replay_safe_logger(log).debug(
+                "agent %s (%s): turn %d: the model asked for %s",
+                self.name,
+                ctx.instance_id,
+                turn,
+                ", ".join(c.name for c in calls) or "nothing more",
+            )
             if not calls:
                 return self._result(ctx, response.text, turn, "done", state)
             for call in calls:
@@ -325,6 +336,9 @@ class Agent:
         state: dict[str, Any],
     ) -> AgentResult:
         ctx.set_custom_status({"agent": self.name, "turn": turn, "step": stopped})
+        ctx.create_replay_safe_logger(log).info(
+            "agent %s (%s) stopped (%s) after %d turns", self.name, ctx.instance_id, stopped, turn
+        )
         if self.output_key is not None:
             state = {**state, self.output_key: text}
         return AgentResult(text=text, agent=self.name, turns=turn, stopped=stopped, state=state)
@@ -386,6 +400,13 @@ class Agent:
             "event": self.approval_event,
             "calls": pending,
         }
+        ctx.create_replay_safe_logger(log).info(
+            "agent %s (%s): waiting for approval of %s (event %r)",
+            self.name,
+            ctx.instance_id,
+            ", ".join(str(p["name"]) for p in pending),
+            self.approval_event,
+        )
         return (
             yield from await_approval(
                 ctx, self.approval_event, self.approval_timeout, self.approve_on_timeout, status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -205,3 +206,42 @@ async def test_without_a_summarizer_the_first_message_stays(
     last = gemini.calls[-1].request.contents
     assert last[0].text == "count to 5" and last[1].role == "model"
     assert all(c.tool_names for c in gemini.calls)  # no summary calls
+
+
+async def test_the_agent_logs_each_step_once_though_a_new_worker_replays_it(
+    gemini: ScriptedGemini, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The first worker stops while the agent waits for approval; the second replays the
+    # whole history before it acts on the answer. The replay-safe logger keeps the
+    # replayed steps silent: each line comes once.
+    gemini.script = two_sends_then_report
+    SENT.clear()
+    store = durable.MemoryStore()
+    agent = emailer()
+    model = ai.Gemini(api_key="k", base_url=gemini.url)
+    client = durable.Client(store)
+    caplog.set_level(logging.DEBUG, logger="durable.ai.agent")
+
+    def worker() -> durable.Worker:
+        w = durable.Worker(store)
+        ai.register(w, models={"default": model}, agents=[agent])
+        return w
+
+    async with worker():
+        iid = await client.schedule_new_orchestration(agent.orchestrator, input="mail them")
+        for _ in range(400):
+            state = await client.get_orchestration_state(iid)
+            if state is not None and (state.get_custom_status() or {}).get("step") == "approval":
+                break
+            await asyncio.sleep(0.01)
+    async with worker():
+        await client.raise_orchestration_event(iid, "approval", data=True)
+        final = await client.wait_for_orchestration_completion(iid, timeout=10)
+    assert final is not None and final.runtime_status is durable.OrchestrationStatus.COMPLETED
+    lines = [r.getMessage() for r in caplog.records if r.name == "durable.ai.agent"]
+    assert lines == [
+        f"agent emailer ({iid}): turn 1: the model asked for send_email, look_up, send_email",
+        f"agent emailer ({iid}): waiting for approval of send_email, send_email (event 'approval')",
+        f"agent emailer ({iid}): turn 2: the model asked for nothing more",
+        f"agent emailer ({iid}) stopped (done) after 2 turns",
+    ]
